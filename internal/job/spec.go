@@ -1,0 +1,345 @@
+package job
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Spec is what a caller asks for when it enqueues a job. Zero values mean
+// the defaults. Prepare validates it and turns it into an Insert.
+type Spec struct {
+	Kind  string
+	Queue string
+	// Args is any JSON value; empty means null.
+	Args        json.RawMessage
+	Priority    int
+	MaxAttempts int
+	// RunAt and Delay set when the job may first run; at most one of them.
+	RunAt   time.Time
+	Delay   time.Duration
+	Timeout time.Duration
+	Unique  *UniqueOpts
+	Tags    []string
+	// Metadata is a JSON object, or empty.
+	Metadata  json.RawMessage
+	DependsOn []ID
+}
+
+// UniqueOpts makes a job unique. The key is scoped by kind: two jobs of
+// different kinds never collide.
+type UniqueOpts struct {
+	// Key is an explicit unique key. When empty and ByArgs is false, the
+	// kind alone is the key.
+	Key string
+	// ByArgs derives the key from the job's args (compared as canonical
+	// JSON, so key order and white space do not matter).
+	ByArgs bool
+	// Period, when positive, limits uniqueness to windows of this length
+	// (aligned to the Unix epoch), and completed jobs keep holding their key
+	// for the rest of the window: at most one such job per period.
+	Period time.Duration
+}
+
+// Limits are the configurable limits on job input.
+type Limits struct {
+	// MaxArgsBytes limits the encoded size of args and of output; zero
+	// means DefaultMaxArgsBytes.
+	MaxArgsBytes int
+}
+
+func (l Limits) maxArgs() int {
+	if l.MaxArgsBytes > 0 {
+		return l.MaxArgsBytes
+	}
+	return DefaultMaxArgsBytes
+}
+
+// maxMetadataBytes bounds metadata, which is meant for small labels.
+const maxMetadataBytes = 64 << 10
+
+// Insert is a validated, normalized job, ready for a store to insert.
+type Insert struct {
+	Kind        string
+	Queue       string
+	Args        json.RawMessage
+	Priority    int
+	MaxAttempts int
+	Timeout     time.Duration
+	ScheduledAt time.Time
+	// UniqueKey is empty for a job that is not unique.
+	UniqueKey string
+	// UniqueByPeriod says whether a completed job keeps its unique key
+	// (see HoldsUnique).
+	UniqueByPeriod bool
+	Tags           []string
+	Metadata       json.RawMessage
+	DependsOn      []ID
+	CreatedAt      time.Time
+}
+
+// Prepare validates s, fills in the defaults and computes the schedule
+// time and unique key as of now. Field names in errors are prefixed with
+// prefix (for example "jobs[3]."). It returns a *ValidationError for the
+// first rule s breaks.
+func (s *Spec) Prepare(now time.Time, lim Limits, prefix string) (*Insert, error) {
+	now = Truncate(now)
+	in := &Insert{
+		Kind:        s.Kind,
+		Queue:       s.Queue,
+		Priority:    s.Priority,
+		MaxAttempts: s.MaxAttempts,
+		Timeout:     s.Timeout,
+		CreatedAt:   now,
+	}
+	if err := ValidateName(s.Kind); err != nil {
+		return nil, invalid(prefix+"kind", "%s", err)
+	}
+	if in.Queue == "" {
+		in.Queue = DefaultQueue
+	} else if err := ValidateName(s.Queue); err != nil {
+		return nil, invalid(prefix+"queue", "%s", err)
+	}
+	if in.Priority == 0 {
+		in.Priority = DefaultPriority
+	} else if in.Priority < MinPriority || in.Priority > MaxPriority {
+		return nil, invalid(prefix+"priority", "must be from %d to %d, got %d", MinPriority, MaxPriority, in.Priority)
+	}
+	if in.MaxAttempts == 0 {
+		in.MaxAttempts = DefaultMaxAttempts
+	} else if in.MaxAttempts < 1 {
+		return nil, invalid(prefix+"max_attempts", "must be at least 1, got %d", in.MaxAttempts)
+	}
+	if in.Timeout < 0 {
+		return nil, invalid(prefix+"timeout", "must not be negative")
+	}
+	args, err := NormalizeJSON(s.Args, lim.maxArgs(), prefix+"args")
+	if err != nil {
+		return nil, err
+	}
+	in.Args = args
+
+	switch {
+	case !s.RunAt.IsZero() && s.Delay != 0:
+		return nil, invalid(prefix+"run_at", "give run_at or delay, not both")
+	case s.Delay < 0:
+		return nil, invalid(prefix+"delay", "must not be negative")
+	case !s.RunAt.IsZero():
+		in.ScheduledAt = Truncate(s.RunAt)
+	default:
+		in.ScheduledAt = Truncate(now.Add(s.Delay))
+	}
+
+	if len(s.Tags) > MaxTags {
+		return nil, invalid(prefix+"tags", "at most %d tags, got %d", MaxTags, len(s.Tags))
+	}
+	for i, t := range s.Tags {
+		if err := ValidateName(t); err != nil {
+			return nil, invalid(fmt.Sprintf("%stags[%d]", prefix, i), "%s", err)
+		}
+	}
+	if len(s.Tags) > 0 {
+		in.Tags = slices.Clone(s.Tags)
+	}
+
+	if len(bytes.TrimSpace(s.Metadata)) > 0 {
+		md, err := NormalizeJSON(s.Metadata, maxMetadataBytes, prefix+"metadata")
+		if err != nil {
+			return nil, err
+		}
+		if md[0] != '{' {
+			return nil, invalid(prefix+"metadata", "must be a JSON object")
+		}
+		in.Metadata = md
+	}
+
+	if len(s.DependsOn) > MaxDependsOn {
+		return nil, invalid(prefix+"depends_on", "at most %d dependencies", MaxDependsOn)
+	}
+	for i, id := range s.DependsOn {
+		if id <= 0 {
+			return nil, invalid(fmt.Sprintf("%sdepends_on[%d]", prefix, i), "must be a job id, got %d", id)
+		}
+	}
+	if len(s.DependsOn) > 0 {
+		deps := slices.Clone(s.DependsOn)
+		slices.Sort(deps)
+		in.DependsOn = slices.Compact(deps)
+	}
+
+	if s.Unique != nil {
+		key, err := uniqueKey(in.Kind, in.Args, *s.Unique, now, prefix)
+		if err != nil {
+			return nil, err
+		}
+		in.UniqueKey = key
+		in.UniqueByPeriod = s.Unique.Period > 0
+	}
+	return in, nil
+}
+
+// ValidateName checks a kind, queue or tag: 1 to 128 characters of
+// [A-Za-z0-9_.:-].
+func ValidateName(s string) error {
+	if s == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	if len(s) > MaxNameLen {
+		return fmt.Errorf("at most %d characters, got %d", MaxNameLen, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '_' || c == '.' || c == ':' || c == '-'
+		if !ok {
+			return fmt.Errorf("only letters, digits and _.:- are allowed, got %q at byte %d", c, i)
+		}
+	}
+	return nil
+}
+
+// NormalizeJSON checks that raw is one valid JSON value of at most max
+// bytes, nested at most MaxJSONDepth deep, in valid UTF-8, and returns it
+// compacted. Empty input means null. Errors name field.
+func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage, error) {
+	if len(raw) > max {
+		return nil, &ValidationError{Field: field, Message: fmt.Sprintf("at most %d bytes, got %d", max, len(raw)), TooLarge: true}
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return json.RawMessage("null"), nil
+	}
+	if !utf8.Valid(raw) {
+		return nil, invalid(field, "not valid UTF-8")
+	}
+	if !json.Valid(raw) {
+		return nil, invalid(field, "not valid JSON")
+	}
+	if d := jsonDepth(raw); d > MaxJSONDepth {
+		return nil, invalid(field, "nested %d deep, at most %d allowed", d, MaxJSONDepth)
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(raw))
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, invalid(field, "not valid JSON: %v", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// jsonDepth returns the deepest nesting of arrays and objects in valid JSON.
+func jsonDepth(raw []byte) int {
+	depth, max := 0, 0
+	inString, escaped := false, false
+	for _, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			if depth > max {
+				max = depth
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return max
+}
+
+// uniqueKey computes the stored unique key: a SHA-256 over the kind, the
+// explicit key or canonical args, and the period window.
+func uniqueKey(kind string, args json.RawMessage, u UniqueOpts, now time.Time, prefix string) (string, error) {
+	if u.Period < 0 {
+		return "", invalid(prefix+"unique.period", "must not be negative")
+	}
+	if u.Key != "" && u.ByArgs {
+		return "", invalid(prefix+"unique", "give key or by_args, not both")
+	}
+	if len(u.Key) > 1024 {
+		return "", &ValidationError{Field: prefix + "unique.key", Message: "at most 1024 bytes", TooLarge: true}
+	}
+	h := sha256.New()
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	switch {
+	case u.Key != "":
+		h.Write([]byte("key\x00" + u.Key))
+	case u.ByArgs:
+		canon, err := CanonicalJSON(args)
+		if err != nil {
+			return "", invalid(prefix+"args", "%v", err)
+		}
+		h.Write([]byte("args\x00"))
+		h.Write(canon)
+	default:
+		h.Write([]byte("kind"))
+	}
+	if u.Period > 0 {
+		window := now.UnixNano() / int64(u.Period)
+		h.Write([]byte("\x00period\x00" + strconv.FormatInt(int64(u.Period), 10) + "\x00" + strconv.FormatInt(window, 10)))
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// CanonicalJSON re-encodes a JSON value with object keys sorted and no
+// white space, so that equal values have equal encodings. Numbers keep
+// their literal text.
+func CanonicalJSON(raw json.RawMessage) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	// encoding/json sorts map keys, which is what makes this canonical.
+	return json.Marshal(v)
+}
+
+// Backoff returns how long a job waits before its next attempt after its
+// attempt'th attempt failed.
+type Backoff func(attempt int) time.Duration
+
+// DefaultBackoff waits attempt^4 + 15 seconds, plus up to 30% jitter so
+// that jobs failing together do not retry together.
+func DefaultBackoff(attempt int) time.Duration {
+	base := BaseBackoff(attempt)
+	return base + time.Duration(rand.Int64N(int64(base)*3/10+1))
+}
+
+// BaseBackoff is DefaultBackoff without the jitter.
+func BaseBackoff(attempt int) time.Duration {
+	if attempt < 0 {
+		attempt = 0
+	}
+	// 200^4 seconds is about 50 years; beyond that, waiting longer means
+	// nothing and the arithmetic would overflow.
+	attempt = min(attempt, 200)
+	a := time.Duration(attempt)
+	return (a*a*a*a + 15) * time.Second
+}
+
+// TruncateUTF8 shortens s to at most n bytes without splitting a rune.
+func TruncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,823 @@
+package sqlitestore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/store"
+)
+
+// Insert implements store.Store.
+func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.InsertResult, error) {
+	now := job.Truncate(p.Now)
+	var out []store.InsertResult
+	err := s.write(ctx, func(w *wtx) error {
+		out = make([]store.InsertResult, len(p.Jobs))
+		for i, in := range p.Jobs {
+			r, err := w.insertOne(ctx, in, now, i, len(p.Jobs) > 1)
+			if err != nil {
+				return err
+			}
+			out[i] = r
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (w *wtx) insertOne(ctx context.Context, in *job.Insert, now time.Time, idx int, many bool) (store.InsertResult, error) {
+	st := w.s.stmts
+	if in.UniqueKey != "" {
+		existing, err := queryJobs(ctx, st.byUnique, in.UniqueKey)
+		if err != nil {
+			return store.InsertResult{}, fmt.Errorf("look up unique key: %w", err)
+		}
+		if len(existing) > 0 {
+			existing[0].LeaseToken = ""
+			return store.InsertResult{Job: existing[0], Duplicate: true}, nil
+		}
+	}
+	var unmet []job.ID
+	for i, dep := range in.DependsOn {
+		var state string
+		err := st.depState.QueryRowContext(ctx, int64(dep)).Scan(&state)
+		if isNoRows(err) {
+			field := fmt.Sprintf("depends_on[%d]", i)
+			if many {
+				field = fmt.Sprintf("jobs[%d].%s", idx, field)
+			}
+			return store.InsertResult{}, &job.ValidationError{Field: field, Message: fmt.Sprintf("job %d does not exist", dep)}
+		}
+		if err != nil {
+			return store.InsertResult{}, fmt.Errorf("look up dependency %d: %w", dep, err)
+		}
+		if job.State(state) != job.StateCompleted {
+			unmet = append(unmet, dep)
+		}
+	}
+	state := job.InitialState(in.ScheduledAt, now, len(unmet) > 0)
+	tags, err := jsonOrNil(in.Tags)
+	if err != nil {
+		return store.InsertResult{}, err
+	}
+	deps, err := jsonOrNil(in.DependsOn)
+	if err != nil {
+		return store.InsertResult{}, err
+	}
+	byPeriod := 0
+	if in.UniqueByPeriod {
+		byPeriod = 1
+	}
+	res, err := st.insert.ExecContext(ctx, string(state), in.Queue, in.Kind, in.Priority,
+		micros(in.ScheduledAt), []byte(in.Args), in.MaxAttempts, in.Timeout.Microseconds(),
+		nullString(in.UniqueKey), byPeriod, tags, nullBytes(in.Metadata), deps, len(unmet),
+		micros(in.CreatedAt))
+	if err != nil {
+		if isConstraint(err) {
+			return store.InsertResult{}, fmt.Errorf("insert job: %w: %v", job.ErrConflict, err)
+		}
+		return store.InsertResult{}, fmt.Errorf("insert job: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return store.InsertResult{}, err
+	}
+	for _, dep := range unmet {
+		if _, err := st.insertDep.ExecContext(ctx, int64(dep), id); err != nil {
+			return store.InsertResult{}, fmt.Errorf("record dependency: %w", err)
+		}
+		w.s.depsRows++
+	}
+	w.move(in.Queue, "", state)
+	j := &job.Job{
+		ID:          job.ID(id),
+		Kind:        in.Kind,
+		Queue:       in.Queue,
+		Args:        in.Args,
+		Priority:    in.Priority,
+		State:       state,
+		MaxAttempts: in.MaxAttempts,
+		Timeout:     in.Timeout,
+		UniqueKey:   in.UniqueKey,
+		Tags:        in.Tags,
+		Metadata:    in.Metadata,
+		DependsOn:   in.DependsOn,
+		CreatedAt:   in.CreatedAt,
+		ScheduledAt: in.ScheduledAt,
+	}
+	return store.InsertResult{Job: j}, nil
+}
+
+// Lease implements store.Store.
+func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, error) {
+	if p.Limit <= 0 || len(p.Queues) == 0 {
+		return nil, nil
+	}
+	now := job.Truncate(p.Now)
+	exp := micros(now.Add(p.LeaseFor))
+	var out []*job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		st := s.stmts
+		queues := make([]string, 0, len(p.Queues))
+		for _, q := range p.Queues {
+			if !s.paused[q] && s.counts[q][job.StateAvailable] > 0 && !slices.Contains(queues, q) {
+				queues = append(queues, q)
+			}
+		}
+		var (
+			jobs []*job.Job
+			err  error
+		)
+		switch len(queues) {
+		case 0:
+			return nil
+		case 1:
+			jobs, err = queryJobs(ctx, st.leaseQueue, micros(now), p.Worker, exp, queues[0], p.Limit)
+		default:
+			ids, cerr := w.candidates(ctx, queues, p.Limit)
+			if cerr != nil {
+				return cerr
+			}
+			idj, _ := json.Marshal(ids)
+			jobs, err = queryJobs(ctx, st.leaseIDs, micros(now), p.Worker, exp, string(idj))
+		}
+		if err != nil {
+			return fmt.Errorf("lease: %w", err)
+		}
+		slices.SortFunc(jobs, func(a, b *job.Job) int {
+			if job.FetchLess(a, b) {
+				return -1
+			}
+			return 1
+		})
+		for _, j := range jobs {
+			w.move(j.Queue, job.StateAvailable, job.StateRunning)
+		}
+		out = jobs
+		return nil
+	})
+	return out, err
+}
+
+// candidates returns the ids of the first limit available jobs across
+// queues in fetch order, merging each queue's own first limit.
+func (w *wtx) candidates(ctx context.Context, queues []string, limit int) ([]int64, error) {
+	type cand struct {
+		id, prio, sched int64
+	}
+	var all []cand
+	for _, q := range queues {
+		rows, err := w.s.stmts.candidates.QueryContext(ctx, q, limit)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var c cand
+			if err := rows.Scan(&c.id, &c.prio, &c.sched); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			all = append(all, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(all, func(a, b cand) int {
+		switch {
+		case a.prio != b.prio:
+			return int(a.prio - b.prio)
+		case a.sched != b.sched:
+			if a.sched < b.sched {
+				return -1
+			}
+			return 1
+		default:
+			if a.id < b.id {
+				return -1
+			}
+			return 1
+		}
+	})
+	ids := make([]int64, 0, min(limit, len(all)))
+	for _, c := range all[:min(limit, len(all))] {
+		ids = append(ids, c.id)
+	}
+	return ids, nil
+}
+
+// settleError explains why a settle by (id, token) matched no running job:
+// the job is missing, the token already settled it the same way (an
+// idempotent repeat: the job is returned), or the lease is stale.
+func (w *wtx) settleError(ctx context.Context, id job.ID, token, how string) (*job.Job, error) {
+	var state string
+	var tok, settled *string
+	err := w.s.stmts.settleState.QueryRowContext(ctx, int64(id)).Scan(&state, &tok, &settled)
+	if isNoRows(err) {
+		return nil, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if tok != nil && *tok == token && settled != nil && *settled == how {
+		j, err := w.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		j.LeaseToken = ""
+		return j, nil
+	}
+	return nil, fmt.Errorf("job %d is %s: %w", id, state, job.ErrLeaseLost)
+}
+
+func (w *wtx) get(ctx context.Context, id job.ID) (*job.Job, error) {
+	j, err := scanJob(w.s.stmts.get.QueryRowContext(ctx, int64(id)))
+	if isNoRows(err) {
+		return nil, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
+	}
+	return j, err
+}
+
+// Heartbeat implements store.Store.
+func (s *Store) Heartbeat(ctx context.Context, p store.HeartbeatParams) (*job.Job, error) {
+	now := job.Truncate(p.Now)
+	var out *job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		jobs, err := queryJobs(ctx, s.stmts.heartbeat, micros(now.Add(p.LeaseFor)), int64(p.ID), p.LeaseToken)
+		if err != nil {
+			return err
+		}
+		if len(jobs) == 0 {
+			_, err := w.settleError(ctx, p.ID, p.LeaseToken, "\x00never")
+			return err
+		}
+		out = jobs[0]
+		return nil
+	})
+	return out, err
+}
+
+// Complete implements store.Store.
+func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.SettleResult, error) {
+	now := job.Truncate(p.Now)
+	out := make([]store.SettleResult, len(p.Jobs))
+	err := s.write(ctx, func(w *wtx) error {
+		for i, c := range p.Jobs {
+			j, err := w.completeOne(ctx, c, now)
+			out[i] = store.SettleResult{Job: j, Err: err}
+			if err != nil && !isSettleError(err) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func isSettleError(err error) bool {
+	return job.Code(err) == "not_found" || job.Code(err) == "lease_lost"
+}
+
+func (w *wtx) completeOne(ctx context.Context, c store.CompleteJob, now time.Time) (*job.Job, error) {
+	jobs, err := queryJobs(ctx, w.s.stmts.complete, micros(now), nullBytes(c.Output), int64(c.ID), c.LeaseToken)
+	if err != nil {
+		return nil, fmt.Errorf("complete job %d: %w", c.ID, err)
+	}
+	if len(jobs) == 0 {
+		return w.settleError(ctx, c.ID, c.LeaseToken, "complete")
+	}
+	j := jobs[0]
+	j.LeaseToken = ""
+	w.move(j.Queue, job.StateRunning, job.StateCompleted)
+	if w.s.depsRows > 0 {
+		if err := w.resolveDependants(ctx, j.ID, now); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// resolveDependants counts one dependency done for each job that waits on
+// id, making it ready when it was the last.
+func (w *wtx) resolveDependants(ctx context.Context, id job.ID, now time.Time) error {
+	st := w.s.stmts
+	rows, err := st.dependants.QueryContext(ctx, int64(id))
+	if err != nil {
+		return err
+	}
+	var waiting []int64
+	for rows.Next() {
+		var d int64
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return err
+		}
+		waiting = append(waiting, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(waiting) == 0 {
+		return nil
+	}
+	if _, err := st.dropDeps.ExecContext(ctx, int64(id)); err != nil {
+		return err
+	}
+	w.depsDone(int64(len(waiting)))
+	for _, d := range waiting {
+		var q, state string
+		err := st.depDone.QueryRowContext(ctx, micros(now), d).Scan(&q, &state)
+		if isNoRows(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		w.move(q, job.StatePending, job.State(state))
+	}
+	return nil
+}
+
+// runningJob reads job id for a settle by token, or explains why not.
+func (w *wtx) runningJob(ctx context.Context, id job.ID, token, how string) (*job.Job, bool, error) {
+	j, err := w.get(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if j.State == job.StateRunning && j.LeaseToken == token {
+		return j, true, nil
+	}
+	done, err := w.settleError(ctx, id, token, how)
+	return done, false, err
+}
+
+func errorEntry(attempt int, now time.Time, msg, detail string) (string, error) {
+	b, err := json.Marshal(job.AttemptError{
+		Attempt: attempt,
+		At:      now,
+		Message: job.TruncateUTF8(msg, job.MaxErrorMessageBytes),
+		Detail:  job.TruncateUTF8(detail, job.MaxErrorDetailBytes),
+	})
+	return string(b), err
+}
+
+// Fail implements store.Store.
+func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) {
+	now := job.Truncate(p.Now)
+	var out *job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		j, live, err := w.runningJob(ctx, p.ID, p.LeaseToken, "fail")
+		if err != nil || !live {
+			out = j
+			return err
+		}
+		retryAt := p.RetryAt
+		if retryAt.IsZero() {
+			backoff := p.Backoff
+			if backoff == nil {
+				backoff = func(j *job.Job) time.Duration { return job.DefaultBackoff(j.Attempt) }
+			}
+			retryAt = now.Add(backoff(j))
+		}
+		retryAt = job.Truncate(retryAt)
+		next := job.FailedState(j.Attempt, j.MaxAttempts, p.Discard, retryAt, now)
+		if p.Cancel {
+			next = job.StateCancelled
+		}
+		entry, err := errorEntry(j.Attempt, now, p.Message, p.Detail)
+		if err != nil {
+			return err
+		}
+		out, err = w.settle(ctx, j, next, retryAt, now, entry, "fail")
+		return err
+	})
+	return out, err
+}
+
+// settle moves running job j to state next, appending entry (when set) to
+// its error history and recording how the lease settled.
+func (w *wtx) settle(ctx context.Context, j *job.Job, next job.State, sched, now time.Time, entry, how string) (*job.Job, error) {
+	var finalized any
+	if next.Final() {
+		finalized = micros(now)
+	}
+	if next != job.StateRetryable && next != job.StateScheduled {
+		sched = j.ScheduledAt
+		if next == job.StateAvailable {
+			sched = now
+		}
+	}
+	release := !job.HoldsUnique(next, true)
+	var errArg any
+	if entry != "" {
+		errArg = entry
+	}
+	attemptDelta := 0
+	if how == "snooze" {
+		attemptDelta = -1
+	}
+	rows, err := w.s.wconn.QueryContext(ctx, `UPDATE jobs SET state = ?1, scheduled_at = ?2,
+		finalized_at = ?3, lease_expires_at = NULL, settled = ?4, attempt = attempt + ?5,
+		errors = CASE WHEN ?6 IS NULL THEN errors ELSE json_insert(coalesce(errors, '[]'), '$[#]', json(?6)) END,
+		unique_key = CASE WHEN ?7 THEN NULL ELSE unique_key END
+		WHERE id = ?8 RETURNING `+jobCols,
+		string(next), micros(sched), finalized, nullString(how), attemptDelta, errArg, release, int64(j.ID))
+	if err != nil {
+		return nil, fmt.Errorf("settle job %d: %w", j.ID, err)
+	}
+	jobs, err := collect(rows)
+	if err != nil {
+		return nil, fmt.Errorf("settle job %d: %w", j.ID, err)
+	}
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("job %d: %w", j.ID, job.ErrNotFound)
+	}
+	w.move(j.Queue, j.State, next)
+	out := jobs[0]
+	out.LeaseToken = ""
+	return out, nil
+}
+
+// Snooze implements store.Store.
+func (s *Store) Snooze(ctx context.Context, p store.SnoozeParams) (*job.Job, error) {
+	if p.Delay < 0 {
+		return nil, &job.ValidationError{Field: "delay", Message: "must not be negative"}
+	}
+	now := job.Truncate(p.Now)
+	var out *job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		j, live, err := w.runningJob(ctx, p.ID, p.LeaseToken, "snooze")
+		if err != nil || !live {
+			out = j
+			return err
+		}
+		at := job.Truncate(now.Add(p.Delay))
+		out, err = w.settle(ctx, j, job.ReadyState(at, now), at, now, "", "snooze")
+		return err
+	})
+	return out, err
+}
+
+// Cancel implements store.Store.
+func (s *Store) Cancel(ctx context.Context, p store.CancelParams) (*job.Job, error) {
+	now := job.Truncate(p.Now)
+	var out *job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		j, err := w.get(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		if j.State == job.StateCancelled {
+			j.LeaseToken = ""
+			out = j
+			return nil
+		}
+		if !job.CanCancel(j.State) {
+			return fmt.Errorf("cancel job %d: it is %s: %w", p.ID, j.State, job.ErrInvalidState)
+		}
+		if j.State == job.StatePending {
+			if err := w.dropOwnDeps(ctx, j.ID); err != nil {
+				return err
+			}
+		}
+		out, err = w.settle(ctx, j, job.StateCancelled, j.ScheduledAt, now, "", "")
+		return err
+	})
+	return out, err
+}
+
+// depsDone lowers the count of dependency rows once the commit is durable.
+// Increments apply at once: the count may run high, which costs a lookup,
+// but never low, which would skip resolving a dependant.
+func (w *wtx) depsDone(n int64) {
+	w.after(func() { w.s.depsRows -= n })
+}
+
+// dropOwnDeps forgets the dependencies that job id waits on.
+func (w *wtx) dropOwnDeps(ctx context.Context, id job.ID) error {
+	res, err := w.s.wconn.ExecContext(ctx, `DELETE FROM job_deps WHERE job_id = ?`, int64(id))
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	w.depsDone(n)
+	return nil
+}
+
+// Retry implements store.Store.
+func (s *Store) Retry(ctx context.Context, p store.RetryParams) (*job.Job, error) {
+	now := job.Truncate(p.Now)
+	var out *job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		j, err := w.get(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		j.LeaseToken = ""
+		if j.State == job.StateAvailable {
+			out = j
+			return nil
+		}
+		if !job.CanRetry(j.State) {
+			return fmt.Errorf("retry job %d: it is %s: %w", p.ID, j.State, job.ErrInvalidState)
+		}
+		rows, err := w.s.wconn.QueryContext(ctx, `UPDATE jobs SET state = 'available', scheduled_at = ?1,
+			finalized_at = NULL, max_attempts = max(max_attempts, attempt + 1), settled = NULL,
+			lease_token = NULL, lease_expires_at = NULL
+			WHERE id = ?2 RETURNING `+jobCols, micros(now), int64(p.ID))
+		if err != nil {
+			return err
+		}
+		jobs, err := collect(rows)
+		if err != nil {
+			return err
+		}
+		w.move(j.Queue, j.State, job.StateAvailable)
+		out = jobs[0]
+		out.LeaseToken = ""
+		return nil
+	})
+	return out, err
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, p store.DeleteParams) error {
+	return s.write(ctx, func(w *wtx) error {
+		j, err := w.get(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		if !job.CanDelete(j.State) {
+			return fmt.Errorf("delete job %d: it is %s, cancel it first: %w", p.ID, j.State, job.ErrInvalidState)
+		}
+		if j.State == job.StatePending {
+			if err := w.dropOwnDeps(ctx, j.ID); err != nil {
+				return err
+			}
+		}
+		if _, err := w.s.wconn.ExecContext(ctx, `DELETE FROM jobs WHERE id = ?`, int64(p.ID)); err != nil {
+			return err
+		}
+		w.move(j.Queue, j.State, "")
+		return nil
+	})
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, id job.ID) (*job.Job, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store closed: %w", job.ErrUnavailable)
+	}
+	j, err := scanJob(s.rdb.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, int64(id)))
+	if isNoRows(err) {
+		return nil, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %d: %w", id, err)
+	}
+	j.LeaseToken = ""
+	return j, nil
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, p store.ListParams) (*store.ListResult, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store closed: %w", job.ErrUnavailable)
+	}
+	limit := p.Limit
+	if limit <= 0 || limit > store.MaxListLimit {
+		limit = store.MaxListLimit
+	}
+	var where []string
+	var args []any
+	in := func(col string, vals []string) {
+		if len(vals) == 0 {
+			return
+		}
+		where = append(where, col+" IN ("+strings.TrimSuffix(strings.Repeat("?,", len(vals)), ",")+")")
+		for _, v := range vals {
+			args = append(args, v)
+		}
+	}
+	states := make([]string, len(p.States))
+	for i, st := range p.States {
+		states[i] = string(st)
+	}
+	in("state", states)
+	in("kind", p.Kinds)
+	in("queue", p.Queues)
+	if p.Tag != "" {
+		where = append(where, "EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)")
+		args = append(args, p.Tag)
+	}
+	order := "ASC"
+	if p.Desc {
+		order = "DESC"
+	}
+	if p.After != 0 {
+		if p.Desc {
+			where = append(where, "id < ?")
+		} else {
+			where = append(where, "id > ?")
+		}
+		args = append(args, int64(p.After))
+	}
+	q := `SELECT ` + jobCols + ` FROM jobs`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id " + order + " LIMIT ?"
+	args = append(args, limit+1)
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	jobs, err := collect(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	res := &store.ListResult{Jobs: jobs}
+	if len(jobs) > limit {
+		res.Jobs = jobs[:limit]
+		res.Next = jobs[limit-1].ID
+	}
+	for _, j := range res.Jobs {
+		j.LeaseToken = ""
+	}
+	return res, nil
+}
+
+// Promote implements store.Store.
+func (s *Store) Promote(ctx context.Context, p store.PromoteParams) (map[string]int, error) {
+	now := job.Truncate(p.Now)
+	out := map[string]int{}
+	err := s.write(ctx, func(w *wtx) error {
+		clear(out)
+		rows, err := s.wconn.QueryContext(ctx, `SELECT id, queue, state FROM jobs
+			WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= ? ORDER BY scheduled_at LIMIT ?`,
+			micros(now), max(p.Limit, 1))
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		type qs struct{ q, s string }
+		var moved []qs
+		for rows.Next() {
+			var id int64
+			var m qs
+			if err := rows.Scan(&id, &m.q, &m.s); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+			moved = append(moved, m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		idj, _ := json.Marshal(ids)
+		if _, err := s.wconn.ExecContext(ctx, `UPDATE jobs SET state = 'available'
+			WHERE id IN (SELECT value FROM json_each(?))`, string(idj)); err != nil {
+			return err
+		}
+		for _, m := range moved {
+			w.move(m.q, job.State(m.s), job.StateAvailable)
+			out[m.q]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Rescue implements store.Store.
+func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, error) {
+	now := job.Truncate(p.Now)
+	var out []*job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		out = nil
+		rows, err := s.wconn.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs
+			WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
+			micros(now), max(p.Limit, 1))
+		if err != nil {
+			return err
+		}
+		expired, err := collect(rows)
+		if err != nil {
+			return err
+		}
+		for _, j := range expired {
+			entry, err := errorEntry(j.Attempt, now, store.LeaseExpiredMessage, "")
+			if err != nil {
+				return err
+			}
+			r, err := w.settle(ctx, j, job.RescuedState(j.Attempt, j.MaxAttempts), now, now, entry, "rescue")
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Prune implements store.Store.
+func (s *Store) Prune(ctx context.Context, p store.PruneParams) (int, error) {
+	n := 0
+	err := s.write(ctx, func(w *wtx) error {
+		n = 0
+		rows, err := s.wconn.QueryContext(ctx, `DELETE FROM jobs WHERE id IN (
+			SELECT id FROM jobs WHERE finalized_at < ? AND state IN ('completed', 'cancelled', 'discarded')
+			ORDER BY finalized_at LIMIT ?) RETURNING queue, state`, micros(job.Truncate(p.Before)), max(p.Limit, 1))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var q, st string
+			if err := rows.Scan(&q, &st); err != nil {
+				return err
+			}
+			w.move(q, job.State(st), "")
+			n++
+		}
+		return rows.Err()
+	})
+	return n, err
+}
+
+// SetQueuePaused implements store.Store.
+func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) error {
+	if err := job.ValidateName(p.Queue); err != nil {
+		return &job.ValidationError{Field: "queue", Message: err.Error()}
+	}
+	return s.write(ctx, func(w *wtx) error {
+		_, err := s.wconn.ExecContext(ctx, `INSERT INTO queues (name, paused, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
+			p.Queue, p.Paused, micros(job.Truncate(p.Now)))
+		if err != nil {
+			return err
+		}
+		w.after(func() {
+			s.mu.Lock()
+			s.paused[p.Queue] = p.Paused
+			s.mu.Unlock()
+		})
+		return nil
+	})
+}
+
+// Queues implements store.Store.
+func (s *Store) Queues(ctx context.Context) ([]store.QueueInfo, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store closed: %w", job.ErrUnavailable)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.QueueInfo
+	seen := map[string]bool{}
+	add := func(name string) {
+		if seen[name] {
+			return
+		}
+		seen[name] = true
+		counts := map[job.State]int{}
+		for st, n := range s.counts[name] {
+			counts[st] = n
+		}
+		out = append(out, store.QueueInfo{Name: name, Paused: s.paused[name], Counts: counts})
+	}
+	for name, m := range s.counts {
+		if len(m) > 0 {
+			add(name)
+		}
+	}
+	for name := range s.paused {
+		add(name)
+	}
+	slices.SortFunc(out, func(a, b store.QueueInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}

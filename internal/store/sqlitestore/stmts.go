@@ -1,0 +1,86 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// stmts are the writer's prepared statements for the hot paths.
+type stmts struct {
+	insert      *sql.Stmt
+	byUnique    *sql.Stmt
+	depState    *sql.Stmt
+	insertDep   *sql.Stmt
+	leaseQueue  *sql.Stmt
+	candidates  *sql.Stmt
+	leaseIDs    *sql.Stmt
+	complete    *sql.Stmt
+	settleState *sql.Stmt
+	get         *sql.Stmt
+	dependants  *sql.Stmt
+	dropDeps    *sql.Stmt
+	depDone     *sql.Stmt
+	heartbeat   *sql.Stmt
+}
+
+const leaseSet = `SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
+	attempted_by = ?2, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?3, settled = NULL`
+
+func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
+	s := &stmts{}
+	var errs []error
+	p := func(dst **sql.Stmt, q string) {
+		st, err := c.PrepareContext(ctx, q)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("prepare %q: %w", q, err))
+			return
+		}
+		*dst = st
+	}
+	p(&s.insert, `INSERT INTO jobs (state, queue, kind, priority, scheduled_at, args, max_attempts,
+		timeout_us, unique_key, unique_by_period, tags, metadata, depends_on, pending_deps, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	p(&s.byUnique, `SELECT `+jobCols+` FROM jobs WHERE unique_key = ?`)
+	p(&s.depState, `SELECT state FROM jobs WHERE id = ?`)
+	p(&s.insertDep, `INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)`)
+	p(&s.leaseQueue, `UPDATE jobs `+leaseSet+` WHERE id IN (
+		SELECT id FROM jobs WHERE state = 'available' AND queue = ?4
+		ORDER BY priority, scheduled_at, id LIMIT ?5) RETURNING `+jobCols)
+	p(&s.candidates, `SELECT id, priority, scheduled_at FROM jobs
+		WHERE state = 'available' AND queue = ? ORDER BY priority, scheduled_at, id LIMIT ?`)
+	p(&s.leaseIDs, `UPDATE jobs `+leaseSet+` WHERE id IN (SELECT value FROM json_each(?4))
+		AND state = 'available' RETURNING `+jobCols)
+	p(&s.complete, `UPDATE jobs SET state = 'completed', finalized_at = ?1, output = ?2,
+		lease_expires_at = NULL, settled = 'complete',
+		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
+		WHERE id = ?3 AND lease_token = ?4 AND state = 'running' RETURNING `+jobCols)
+	p(&s.settleState, `SELECT state, lease_token, settled FROM jobs WHERE id = ?`)
+	p(&s.get, `SELECT `+jobCols+` FROM jobs WHERE id = ?`)
+	p(&s.dependants, `SELECT job_id FROM job_deps WHERE dep_id = ?`)
+	p(&s.dropDeps, `DELETE FROM job_deps WHERE dep_id = ?`)
+	p(&s.depDone, `UPDATE jobs SET pending_deps = pending_deps - 1,
+		state = CASE WHEN pending_deps > 1 THEN state
+			WHEN scheduled_at > ?1 THEN 'scheduled' ELSE 'available' END
+		WHERE id = ?2 AND state = 'pending' RETURNING queue, state`)
+	p(&s.heartbeat, `UPDATE jobs SET lease_expires_at = ?1
+		WHERE id = ?2 AND lease_token = ?3 AND state = 'running' RETURNING `+jobCols)
+	if len(errs) > 0 {
+		s.close()
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+func (s *stmts) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.insert, s.byUnique, s.depState, s.insertDep, s.leaseQueue,
+		s.candidates, s.leaseIDs, s.complete, s.settleState, s.get, s.dependants, s.dropDeps,
+		s.depDone, s.heartbeat} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

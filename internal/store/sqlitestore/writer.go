@@ -1,0 +1,239 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/droverhq/drover/internal/job"
+)
+
+// op is one write request: fn runs inside the group transaction on the
+// writer goroutine. Its effects on the in-memory state are staged in w and
+// applied only after the commit is durable.
+type op struct {
+	ctx  context.Context
+	fn   func(w *wtx) error
+	err  error
+	done chan struct{}
+
+	deltas []countDelta
+	after  []func()
+}
+
+type countDelta struct {
+	queue string
+	state job.State
+	n     int
+}
+
+// wtx is what an op's fn may use: the prepared statements and the staging
+// of in-memory changes.
+type wtx struct {
+	s   *Store
+	cur *op
+}
+
+// move records that a job of queue went from one state to another; a zero
+// from (or to) means it was inserted (or deleted).
+func (w *wtx) move(queue string, from, to job.State) {
+	if from == to {
+		return
+	}
+	if from != "" {
+		w.cur.deltas = append(w.cur.deltas, countDelta{queue, from, -1})
+	}
+	if to != "" {
+		w.cur.deltas = append(w.cur.deltas, countDelta{queue, to, 1})
+	}
+}
+
+// after runs f on the writer goroutine once the op's commit is durable.
+func (w *wtx) after(f func()) { w.cur.after = append(w.cur.after, f) }
+
+// write runs fn in the next group transaction and returns once that
+// transaction is durable (or failed).
+func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("store closed: %w", job.ErrUnavailable)
+	}
+	if p := s.failed.Load(); p != nil {
+		return fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p)
+	}
+	o := &op{ctx: ctx, fn: fn, done: make(chan struct{})}
+	select {
+	case s.reqs <- o:
+	case <-s.quit:
+		return fmt.Errorf("store closed: %w", job.ErrUnavailable)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-s.done:
+		// The writer exited; it may or may not have taken o first.
+		select {
+		case <-o.done:
+			return o.err
+		default:
+			return fmt.Errorf("store closed: %w", job.ErrUnavailable)
+		}
+	}
+}
+
+// run is the writer goroutine: it takes every waiting request, commits
+// them together and answers them all.
+func (s *Store) run() {
+	defer close(s.done)
+	batch := make([]*op, 0, s.opts.MaxBatch)
+	for {
+		select {
+		case o := <-s.reqs:
+			batch = append(batch[:0], o)
+		case <-s.quit:
+			// Finish what was queued before Close, then stop.
+			for {
+				batch = batch[:0]
+				for len(batch) < s.opts.MaxBatch {
+					select {
+					case o := <-s.reqs:
+						batch = append(batch, o)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					return
+				}
+				s.commit(batch)
+			}
+		}
+	fill:
+		for len(batch) < s.opts.MaxBatch {
+			select {
+			case o := <-s.reqs:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs batch in one transaction.
+func (s *Store) commit(batch []*op) {
+	defer func() {
+		for _, o := range batch {
+			close(o.done)
+		}
+	}()
+	if p := s.failed.Load(); p != nil {
+		for _, o := range batch {
+			o.err = fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p)
+		}
+		return
+	}
+	ctx := context.Background()
+	c := s.wconn
+	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		s.failBatch(batch, fmt.Errorf("begin: %w", err))
+		return
+	}
+	w := &wtx{s: s}
+	multi := len(batch) > 1
+	ok := 0
+	for _, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.err = err
+			continue
+		}
+		if multi {
+			if _, err := c.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+				o.err = fmt.Errorf("savepoint: %w", err)
+				continue
+			}
+		}
+		w.cur = o
+		o.err = o.fn(w)
+		if o.err != nil {
+			o.deltas, o.after = nil, nil
+			if multi {
+				_, rerr := c.ExecContext(ctx, "ROLLBACK TO op")
+				if rerr == nil {
+					_, rerr = c.ExecContext(ctx, "RELEASE op")
+				}
+				if rerr != nil {
+					// The transaction is in an unknown state: give it up.
+					c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting rerr
+					s.failBatch(batch, fmt.Errorf("roll back to savepoint: %w", rerr))
+					return
+				}
+			}
+			if isIOError(o.err) {
+				// The disk failed mid-request: nothing in this
+				// transaction can be trusted.
+				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting o.err
+				s.poison(o.err)
+				s.failBatch(batch, o.err)
+				return
+			}
+			continue
+		}
+		ok++
+		if multi {
+			if _, err := c.ExecContext(ctx, "RELEASE op"); err != nil {
+				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting err
+				s.failBatch(batch, fmt.Errorf("release savepoint: %w", err))
+				return
+			}
+		}
+	}
+	if ok == 0 {
+		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
+			s.poison(fmt.Errorf("rollback: %w", err))
+		}
+		return
+	}
+	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+		// The commit may or may not have reached the disk. Refuse to
+		// acknowledge anything more until the store is reopened and the
+		// state rebuilt from what the disk really holds.
+		c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting err
+		s.poison(err)
+		s.failBatch(batch, fmt.Errorf("commit: %w", err))
+		return
+	}
+	s.mu.Lock()
+	for _, o := range batch {
+		if o.err != nil {
+			continue
+		}
+		for _, d := range o.deltas {
+			s.addCount(d.queue, d.state, d.n)
+		}
+	}
+	s.mu.Unlock()
+	for _, o := range batch {
+		if o.err == nil {
+			for _, f := range o.after {
+				f()
+			}
+		}
+	}
+}
+
+func (s *Store) failBatch(batch []*op, err error) {
+	// Requests that failed on their own changed nothing and keep their
+	// error; the others were not made durable.
+	for _, o := range batch {
+		if o.err == nil || isIOError(o.err) {
+			o.err = fmt.Errorf("%w: %v", job.ErrUnavailable, err)
+		}
+	}
+}
+
+func (s *Store) poison(err error) {
+	s.failed.CompareAndSwap(nil, &err)
+}
