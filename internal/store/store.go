@@ -100,8 +100,9 @@ type Store interface {
 	// job.RescuedState). It returns the rescued jobs in their new state.
 	Rescue(ctx context.Context, p RescueParams) ([]*job.Job, error)
 
-	// Prune deletes up to Limit jobs in a final state whose finalized_at is
-	// before Before, and returns how many it deleted.
+	// Prune deletes up to Limit jobs in the final states States (all final
+	// states when empty) whose finalized_at is before Before, and returns
+	// how many it deleted. Non-final states in States are ignored.
 	Prune(ctx context.Context, p PruneParams) (int, error)
 
 	// SetQueuePaused pauses or resumes a queue. A queue need not have
@@ -256,6 +257,7 @@ type RescueParams struct {
 // PruneParams are the inputs of Store.Prune.
 type PruneParams struct {
 	Before time.Time
+	States []job.State
 	Limit  int
 }
 

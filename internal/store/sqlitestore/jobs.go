@@ -746,12 +746,25 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 
 // Prune implements store.Store.
 func (s *Store) Prune(ctx context.Context, p store.PruneParams) (int, error) {
+	var states []string
+	for _, st := range p.States {
+		if st.Final() {
+			states = append(states, string(st))
+		}
+	}
+	if len(p.States) == 0 {
+		states = []string{string(job.StateCompleted), string(job.StateCancelled), string(job.StateDiscarded)}
+	}
+	if len(states) == 0 {
+		return 0, nil
+	}
+	sj, _ := json.Marshal(states)
 	n := 0
 	err := s.write(ctx, func(w *wtx) error {
 		n = 0
 		rows, err := s.wconn.QueryContext(ctx, `DELETE FROM jobs WHERE id IN (
-			SELECT id FROM jobs WHERE finalized_at < ? AND state IN ('completed', 'cancelled', 'discarded')
-			ORDER BY finalized_at LIMIT ?) RETURNING queue, state`, micros(job.Truncate(p.Before)), max(p.Limit, 1))
+			SELECT id FROM jobs WHERE finalized_at < ? AND state IN (SELECT value FROM json_each(?))
+			ORDER BY finalized_at LIMIT ?) RETURNING queue, state`, micros(job.Truncate(p.Before)), string(sj), max(p.Limit, 1))
 		if err != nil {
 			return err
 		}

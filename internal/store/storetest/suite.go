@@ -685,7 +685,11 @@ func testPrune(t *testing.T, b *bundle) {
 	if _, err := b.s.Cancel(b.ctx, store.CancelParams{Now: T0.Add(time.Hour), ID: js[1].ID}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := b.s.Prune(b.ctx, store.PruneParams{Before: T0.Add(time.Minute), Limit: 100})
+	n, err := b.s.Prune(b.ctx, store.PruneParams{Before: T0.Add(time.Minute), States: []job.State{job.StateCancelled, job.StateAvailable}, Limit: 100})
+	if err != nil || n != 0 {
+		t.Fatalf("Prune of cancelled only = %d, %v; want 0 (the cancelled job is too new)", n, err)
+	}
+	n, err = b.s.Prune(b.ctx, store.PruneParams{Before: T0.Add(time.Minute), Limit: 100})
 	if err != nil || n != 1 {
 		t.Fatalf("Prune = %d, %v; want 1", n, err)
 	}
@@ -695,6 +699,14 @@ func testPrune(t *testing.T, b *bundle) {
 	wantState(t, b.get(js[2].ID), job.StateAvailable)
 	if c := b.counts(job.DefaultQueue); c[job.StateCompleted] != 0 || c[job.StateCancelled] != 1 || c[job.StateAvailable] != 1 {
 		t.Fatalf("counts %v", c)
+	}
+	n, err = b.s.Prune(b.ctx, store.PruneParams{Before: T0.Add(2 * time.Hour), States: []job.State{job.StateCompleted}, Limit: 100})
+	if err != nil || n != 0 {
+		t.Fatalf("Prune of completed only = %d, %v; want 0", n, err)
+	}
+	n, err = b.s.Prune(b.ctx, store.PruneParams{Before: T0.Add(2 * time.Hour), States: []job.State{job.StateCancelled}, Limit: 100})
+	if err != nil || n != 1 {
+		t.Fatalf("Prune of cancelled = %d, %v; want 1", n, err)
 	}
 }
 

@@ -1,0 +1,565 @@
+package drover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/maintenance"
+)
+
+// Defaults of Config.
+const (
+	DefaultJobTimeout = time.Minute
+	DefaultLeaseFor   = 30 * time.Second
+	DefaultMaxWorkers = 100
+)
+
+// Config configures a Client. A client with no Queues only inserts.
+type Config struct {
+	// Queues to work, each with its own concurrency.
+	Queues map[string]QueueConfig
+	// Workers by kind; required when Queues is set.
+	Workers *Workers
+	// JobTimeout limits an attempt when neither the job nor its worker
+	// says otherwise; zero means one minute, negative means no limit.
+	JobTimeout time.Duration
+	// LeaseFor is the lease length; heartbeats renew it while work runs,
+	// and a crashed worker's jobs are re-delivered about this long after
+	// its last heartbeat. Zero means 30 seconds.
+	LeaseFor time.Duration
+	// ID names this client in leases, for operators; zero means
+	// host-pid.
+	ID string
+	// NoMaintenance stops the client from running the background services
+	// (promote due jobs, rescue expired leases, prune). Leave it false
+	// unless a server or another client on the same store runs them.
+	NoMaintenance bool
+	// Retention of finished jobs for the pruner; zero fields take the
+	// defaults (completed: a day; cancelled and discarded: a week).
+	Retention Retention
+	// Logger receives the client's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// QueueConfig configures one worked queue.
+type QueueConfig struct {
+	// MaxWorkers is how many jobs of the queue run at once; zero means 100.
+	MaxWorkers int
+}
+
+// Retention says how long finished jobs are kept before pruning.
+type Retention struct {
+	Completed time.Duration
+	Cancelled time.Duration
+	Discarded time.Duration
+}
+
+// Client inserts jobs and, when configured with queues, works them. It is
+// safe for concurrent use.
+type Client struct {
+	st  *Store
+	eng *engine.Engine
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	state     int // 0 new, 1 started, 2 stopped
+	fetchCtx  context.Context
+	stopFetch context.CancelFunc
+	workCtx   context.Context
+	stopWork  context.CancelFunc
+	fetchers  sync.WaitGroup
+	running   sync.WaitGroup
+	inflight  map[job.ID]*execution
+	complete  chan engine.Completion // never closed: a late worker may still send
+	compStop  chan struct{}
+	compDone  chan struct{}
+	services  []*maintenance.Service
+	hbDone    chan struct{}
+	hbStop    chan struct{}
+}
+
+// execution is one running attempt.
+type execution struct {
+	row      *job.Job
+	cancel   context.CancelCauseFunc
+	expires  time.Time
+	gaveBack bool
+}
+
+// NewClient returns a client over st.
+func NewClient(st *Store, cfg *Config) (*Client, error) {
+	if st == nil {
+		return nil, errors.New("drover: NewClient: store is nil")
+	}
+	c := &Client{st: st, eng: st.eng, inflight: map[job.ID]*execution{}}
+	if cfg != nil {
+		c.cfg = *cfg
+	}
+	if c.cfg.JobTimeout == 0 {
+		c.cfg.JobTimeout = DefaultJobTimeout
+	}
+	if c.cfg.LeaseFor == 0 {
+		c.cfg.LeaseFor = DefaultLeaseFor
+	}
+	if c.cfg.LeaseFor < engine.MinLeaseFor {
+		return nil, fmt.Errorf("drover: LeaseFor must be at least %s", engine.MinLeaseFor)
+	}
+	if c.cfg.ID == "" {
+		host, _ := os.Hostname()
+		c.cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.cfg.Logger == nil {
+		c.cfg.Logger = slog.Default()
+	}
+	c.log = c.cfg.Logger
+	if len(c.cfg.Queues) > 0 && c.cfg.Workers == nil {
+		return nil, errors.New("drover: Config.Workers is required to work queues")
+	}
+	for q, qc := range c.cfg.Queues {
+		if err := job.ValidateName(q); err != nil {
+			return nil, fmt.Errorf("drover: queue %q: %w", q, err)
+		}
+		if qc.MaxWorkers < 0 {
+			return nil, fmt.Errorf("drover: queue %q: MaxWorkers must not be negative", q)
+		}
+	}
+	return c, nil
+}
+
+// Insert enqueues one job. When the job is unique and its key is held,
+// nothing is inserted and the result holds the existing job with
+// Duplicate set. On return without error the job is durably stored.
+func (c *Client) Insert(ctx context.Context, args JobArgs, opts *InsertOpts) (*InsertResult, error) {
+	res, err := c.InsertMany(ctx, []InsertManyParams{{Args: args, Opts: opts}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// InsertMany enqueues jobs atomically: all of them or, on error, none.
+func (c *Client) InsertMany(ctx context.Context, params []InsertManyParams) ([]*InsertResult, error) {
+	specs := make([]job.Spec, len(params))
+	for i, p := range params {
+		if p.Args == nil {
+			return nil, &job.ValidationError{Field: fmt.Sprintf("jobs[%d].args", i), Message: "is nil"}
+		}
+		sp, err := toSpec(p.Args, p.Opts)
+		if err != nil {
+			return nil, err
+		}
+		specs[i] = sp
+	}
+	res, err := c.eng.Enqueue(ctx, specs...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*InsertResult, len(res))
+	for i, r := range res {
+		out[i] = &InsertResult{Job: r.Job, Duplicate: r.Duplicate}
+	}
+	return out, nil
+}
+
+// Get returns one job with its error history.
+func (c *Client) Get(ctx context.Context, id JobID) (*JobRow, error) { return c.eng.Get(ctx, id) }
+
+// Cancel cancels a job that has not finished. A running job's lease is
+// revoked: its worker's context is cancelled at its next heartbeat and its
+// result is refused.
+func (c *Client) Cancel(ctx context.Context, id JobID) (*JobRow, error) {
+	return c.eng.Cancel(ctx, id)
+}
+
+// Retry makes a scheduled, retryable or finished job available now.
+func (c *Client) Retry(ctx context.Context, id JobID) (*JobRow, error) {
+	return c.eng.Retry(ctx, id)
+}
+
+// Start starts working the configured queues and, unless NoMaintenance is
+// set, the background services. It returns at once; call Stop to drain.
+// A client starts once.
+func (c *Client) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != 0 {
+		return errors.New("drover: client already started")
+	}
+	c.state = 1
+	base := context.WithoutCancel(ctx)
+	c.fetchCtx, c.stopFetch = context.WithCancel(base)
+	c.workCtx, c.stopWork = context.WithCancel(base)
+	if !c.cfg.NoMaintenance {
+		r := maintenance.DefaultRetention
+		if c.cfg.Retention.Completed != 0 {
+			r.Completed = c.cfg.Retention.Completed
+		}
+		if c.cfg.Retention.Cancelled != 0 {
+			r.Cancelled = c.cfg.Retention.Cancelled
+		}
+		if c.cfg.Retention.Discarded != 0 {
+			r.Discarded = c.cfg.Retention.Discarded
+		}
+		c.services = []*maintenance.Service{
+			maintenance.NewPromoter(c.eng, 0, c.log),
+			maintenance.NewLeaseRescuer(c.eng, 0, c.log),
+			maintenance.NewPruner(c.eng, r, 0, c.log),
+		}
+		for _, s := range c.services {
+			if err := s.Start(base); err != nil {
+				return err
+			}
+		}
+	}
+	if len(c.cfg.Queues) == 0 {
+		return nil
+	}
+	total := 0
+	for _, qc := range c.cfg.Queues {
+		total += workersOf(qc)
+	}
+	c.complete = make(chan engine.Completion, total)
+	c.compStop, c.compDone = make(chan struct{}), make(chan struct{})
+	go c.completer()
+	c.hbStop, c.hbDone = make(chan struct{}), make(chan struct{})
+	go c.heartbeater()
+	for q, qc := range c.cfg.Queues {
+		c.fetchers.Add(1)
+		go c.fetch(q, workersOf(qc))
+	}
+	return nil
+}
+
+func workersOf(qc QueueConfig) int {
+	if qc.MaxWorkers == 0 {
+		return DefaultMaxWorkers
+	}
+	return qc.MaxWorkers
+}
+
+// Stop stops fetching new jobs and waits for running jobs to finish until
+// ctx ends. Then it cancels the contexts of the jobs still running and gives
+// their leases back, so that another worker takes them at once without an
+// attempt counted. It returns ctx's error when it had to give leases back.
+// Stop is safe to call more than once and on a client never started.
+func (c *Client) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	if c.state != 1 {
+		c.state = 2
+		c.mu.Unlock()
+		return nil
+	}
+	c.state = 2
+	c.mu.Unlock()
+
+	var err error
+	if c.stopFetch != nil {
+		c.stopFetch()
+		c.fetchers.Wait()
+		drained := make(chan struct{})
+		go func() { c.running.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			err = ctx.Err()
+			c.giveBack()
+			// Workers that honour cancellation return at once; one that
+			// does not is not waited for: its lease is back already and
+			// its late result will be refused.
+			select {
+			case <-drained:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	if c.complete != nil {
+		close(c.hbStop)
+		<-c.hbDone
+		close(c.compStop)
+		<-c.compDone
+	}
+	for _, s := range c.services {
+		s.Stop()
+	}
+	c.stopWork()
+	return err
+}
+
+// giveBack cancels every running attempt and hands its lease back.
+func (c *Client) giveBack() {
+	c.mu.Lock()
+	var execs []*execution
+	for _, e := range c.inflight {
+		e.gaveBack = true
+		execs = append(execs, e)
+	}
+	c.mu.Unlock()
+	c.stopWork()
+	for _, e := range execs {
+		c.release(e.row)
+	}
+}
+
+// release gives a lease back: the job is available again at once and the
+// attempt does not count.
+func (c *Client) release(row *job.Job) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.eng.Snooze(ctx, row.ID, row.LeaseToken, 0); err != nil && !errors.Is(err, job.ErrLeaseLost) {
+		c.log.Warn("give back lease", "job_id", row.ID, "err", err)
+	}
+}
+
+// fetch leases jobs of queue whenever a worker slot is free.
+func (c *Client) fetch(queue string, slots int) {
+	defer c.fetchers.Done()
+	sem := make(chan struct{}, slots)
+	for {
+		// Wait for one free slot, then take every other free one.
+		select {
+		case sem <- struct{}{}:
+		case <-c.fetchCtx.Done():
+			return
+		}
+		n := 1
+	more:
+		for n < slots {
+			select {
+			case sem <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		jobs, err := c.eng.Lease(c.fetchCtx, engine.LeaseRequest{
+			Queues: []string{queue}, Max: min(n, engine.MaxLeaseBatch), Wait: 5 * time.Second,
+			LeaseFor: c.cfg.LeaseFor, Worker: c.cfg.ID,
+		})
+		for range n - len(jobs) {
+			<-sem
+		}
+		if err != nil {
+			if c.fetchCtx.Err() != nil {
+				return
+			}
+			c.log.Error("lease jobs", "queue", queue, "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-c.fetchCtx.Done():
+				return
+			}
+			continue
+		}
+		for _, j := range jobs {
+			c.running.Add(1)
+			go func() {
+				defer c.running.Done()
+				defer func() { <-sem }()
+				c.execute(j)
+			}()
+		}
+	}
+}
+
+// execute runs one attempt and settles it.
+func (c *Client) execute(row *job.Job) {
+	entry := c.cfg.Workers.byKind[row.Kind]
+	timeout := c.cfg.JobTimeout
+	if entry != nil && entry.opts.Timeout != 0 {
+		timeout = entry.opts.Timeout
+	}
+	if row.Timeout > 0 {
+		timeout = row.Timeout
+	}
+	ctx, cancel := context.WithCancelCause(context.WithValue(c.workCtx, jobCtxKey{}, row))
+	defer cancel(nil)
+	exec := &execution{row: row, cancel: cancel, expires: *row.LeaseExpiresAt}
+	c.mu.Lock()
+	c.inflight[row.ID] = exec
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.inflight, row.ID)
+		c.mu.Unlock()
+	}()
+
+	var err error
+	if entry == nil {
+		err = fmt.Errorf("no worker registered for kind %q", row.Kind)
+	} else {
+		wctx := ctx
+		if timeout > 0 {
+			var tcancel context.CancelFunc
+			wctx, tcancel = context.WithTimeout(ctx, timeout)
+			defer tcancel()
+		}
+		err = runWorker(wctx, entry, row)
+		if err != nil && wctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			err = fmt.Errorf("attempt timed out after %s: %w", timeout, err)
+		}
+	}
+	c.mu.Lock()
+	gaveBack := exec.gaveBack
+	c.mu.Unlock()
+	if gaveBack {
+		return // Stop handed the lease back already.
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, job.ErrLeaseLost) {
+		c.log.Warn("job lease lost while running; result dropped", "job_id", row.ID, "kind", row.Kind)
+		return
+	}
+	if err == nil {
+		c.complete <- engine.Completion{ID: row.ID, LeaseToken: row.LeaseToken}
+		return
+	}
+	c.settleError(row, entry, err)
+}
+
+// runWorker calls the worker, turning a panic into a *PanicError.
+func runWorker(ctx context.Context, entry *workerEntry, row *job.Job) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: string(debug.Stack())}
+		}
+	}()
+	return entry.work(ctx, row)
+}
+
+// settleError records a failed, snoozed, cancelled or discarded attempt.
+func (c *Client) settleError(row *job.Job, entry *workerEntry, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snooze, cancelE, discard, retry := asControl(err)
+	if snooze != nil {
+		if _, serr := c.eng.Snooze(ctx, row.ID, row.LeaseToken, snooze.delay); serr != nil {
+			c.log.Error("snooze job", "job_id", row.ID, "err", serr)
+		}
+		return
+	}
+	f := engine.Failure{ID: row.ID, LeaseToken: row.LeaseToken, Message: err.Error()}
+	var perr *PanicError
+	if errors.As(err, &perr) {
+		f.Detail = perr.Stack
+	}
+	switch {
+	case cancelE != nil:
+		f.Cancel = true
+	case discard != nil:
+		f.Discard = true
+	case retry != nil:
+		d := retry.delay
+		f.RetryIn = &d
+	case entry != nil && entry.opts.Backoff != nil:
+		f.Backoff = func(j *job.Job) time.Duration { return entry.opts.Backoff(j.Attempt) }
+	}
+	j, ferr := c.eng.Fail(ctx, f)
+	if ferr != nil {
+		c.log.Error("record job failure", "job_id", row.ID, "err", ferr)
+		return
+	}
+	c.log.Info("job attempt failed", "job_id", row.ID, "kind", row.Kind, "attempt", row.Attempt, "state", j.State, "err", err.Error())
+}
+
+// completer batches completions from all workers into few store calls.
+func (c *Client) completer() {
+	defer close(c.compDone)
+	batch := make([]engine.Completion, 0, 1024)
+	for {
+		stopping := false
+		select {
+		case first := <-c.complete:
+			batch = append(batch[:0], first)
+		case <-c.compStop:
+			stopping = true
+			batch = batch[:0]
+		}
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case x := <-c.complete:
+				batch = append(batch, x)
+			default:
+				break more
+			}
+		}
+		if len(batch) > 0 {
+			c.flush(batch)
+		}
+		if stopping && len(batch) < cap(batch) {
+			return
+		}
+	}
+}
+
+func (c *Client) flush(batch []engine.Completion) {
+	for try := 0; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := c.eng.CompleteMany(ctx, batch)
+		cancel()
+		if err == nil {
+			for i, r := range res {
+				if r.Err != nil {
+					c.log.Warn("complete job refused", "job_id", batch[i].ID, "err", r.Err)
+				}
+			}
+			return
+		}
+		if try == 4 {
+			// The jobs stay running and are re-delivered when their
+			// leases expire: at-least-once, never lost.
+			c.log.Error("complete jobs; giving up, they will be re-delivered", "count", len(batch), "err", err)
+			return
+		}
+		time.Sleep(time.Duration(100<<try) * time.Millisecond)
+	}
+}
+
+// heartbeater renews the leases of running jobs before they expire and
+// cancels an attempt whose lease was lost.
+func (c *Client) heartbeater() {
+	defer close(c.hbDone)
+	every := max(c.cfg.LeaseFor/6, 50*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.hbStop:
+			return
+		case <-t.C:
+		}
+		now := c.eng.Now()
+		c.mu.Lock()
+		var due []*execution
+		for _, e := range c.inflight {
+			// Renew once a third of the lease has passed.
+			if e.expires.Sub(now) < c.cfg.LeaseFor/3*2 && !e.gaveBack {
+				due = append(due, e)
+			}
+		}
+		c.mu.Unlock()
+		for _, e := range due {
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			j, err := c.eng.Heartbeat(ctx, e.row.ID, e.row.LeaseToken, c.cfg.LeaseFor)
+			cancel()
+			switch {
+			case err == nil:
+				c.mu.Lock()
+				e.expires = *j.LeaseExpiresAt
+				c.mu.Unlock()
+			case errors.Is(err, job.ErrLeaseLost), errors.Is(err, job.ErrNotFound):
+				e.cancel(fmt.Errorf("job %d: %w", e.row.ID, job.ErrLeaseLost))
+			default:
+				c.log.Warn("heartbeat", "job_id", e.row.ID, "err", err)
+			}
+		}
+	}
+}

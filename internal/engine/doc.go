@@ -1,0 +1,42 @@
+// Package engine holds Drover's use cases: enqueue, lease (with long
+// polling), heartbeat, complete, fail, snooze, cancel, retry, delete and the
+// reads. Every face (the Go library, REST, gRPC, GraphQL, the CLI through
+// REST) calls this package; none re-implements job logic.
+//
+// # The state machine
+//
+//	           insert
+//	             │
+//	 pending ────┼──── scheduled ──promote──┐
+//	(deps done)  │                          ▼
+//	             └──────────────────────► available ◄────────────┐
+//	                                         │ lease             │ rescue (lease expired,
+//	                                         ▼                   │ attempts left) / fail
+//	                                      running ───────────────┤ with retry now
+//	             complete ┌──────────────┬───┴────┬──────────┐   │
+//	                      ▼              ▼        ▼          ▼   │
+//	                  completed      retryable cancelled discarded
+//	                                     │                       │
+//	                                     └── promote (due) ──────┘
+//
+// A final state (completed, cancelled, discarded) changes only when an
+// operator retries the job. The edges are listed in job.CanTransition and
+// the choices between them (job.FailedState, job.RescuedState, ...) are
+// store-independent so that every store makes the same choice.
+//
+// # The lease protocol
+//
+// Leasing a job moves it to running, increments its attempt and gives it a
+// fresh random lease token with an expiry. The token is the fence: only the
+// holder of the job's live token may heartbeat (extend the expiry),
+// complete, fail or snooze it. When a lease expires, the rescuer (package
+// maintenance) records the expiry as a failed attempt and makes the job
+// available again at once, so a lost worker delays a job by about its
+// lease, not by a backoff. From then on the old token is stale: every
+// settle that presents it is refused with job.ErrLeaseLost and changes
+// nothing. Repeating a settle with the token that performed it returns the
+// job as it is, so a worker whose response was lost may safely retry.
+//
+// At most one live lease exists per job; a second execution of a job can
+// only start after its first lease expired.
+package engine

@@ -1,0 +1,474 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultLeaseFor     = 30 * time.Second
+	MaxLeaseFor         = 24 * time.Hour
+	MinLeaseFor         = time.Second
+	DefaultMaxWait      = 60 * time.Second
+	DefaultPollInterval = time.Second
+	MaxLeaseBatch       = 1000
+	MaxInsertBatch      = 10000
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Store is where jobs live. Required.
+	Store store.Store
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Limits bound job input.
+	Limits job.Limits
+	// DefaultLeaseFor is the lease length when a caller gives none.
+	DefaultLeaseFor time.Duration
+	// MaxWait caps how long a lease call may wait for jobs.
+	MaxWait time.Duration
+	// PollInterval is how often a waiting lease looks again on its own,
+	// in case a wake-up was missed (for example from another node).
+	PollInterval time.Duration
+	// Backoff, when set, decides the wait before a job's next attempt
+	// after a failure that gave no explicit retry time; nil means
+	// job.DefaultBackoff. It may vary by kind.
+	Backoff func(j *job.Job) time.Duration
+	// Logger receives the engine's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Engine runs the use cases over a store. It is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	store  store.Store
+	notify *notifier
+	log    *slog.Logger
+}
+
+// New returns an Engine over cfg.Store.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("engine: Config.Store is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DefaultLeaseFor <= 0 {
+		cfg.DefaultLeaseFor = DefaultLeaseFor
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Engine{cfg: cfg, store: cfg.Store, notify: newNotifier(), log: cfg.Logger}, nil
+}
+
+// Store returns the engine's store.
+func (e *Engine) Store() store.Store { return e.store }
+
+// Now returns the engine's current time, truncated to store precision.
+func (e *Engine) Now() time.Time { return job.Truncate(e.cfg.Now()) }
+
+// Enqueue validates specs and inserts them atomically: all or none. A spec
+// whose unique key is held yields its existing job with Duplicate set.
+// Validation errors are *job.ValidationError; with several specs their
+// fields are prefixed "jobs[i].".
+func (e *Engine) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.InsertResult, error) {
+	if len(specs) == 0 {
+		return nil, &job.ValidationError{Field: "jobs", Message: "at least one job is required"}
+	}
+	if len(specs) > MaxInsertBatch {
+		return nil, &job.ValidationError{Field: "jobs", Message: fmt.Sprintf("at most %d jobs per batch, got %d", MaxInsertBatch, len(specs)), TooLarge: true}
+	}
+	now := e.Now()
+	ins := make([]*job.Insert, len(specs))
+	for i := range specs {
+		prefix := ""
+		if len(specs) > 1 {
+			prefix = fmt.Sprintf("jobs[%d].", i)
+		}
+		in, err := specs[i].Prepare(now, e.cfg.Limits, prefix)
+		if err != nil {
+			return nil, err
+		}
+		ins[i] = in
+	}
+	res, err := e.store.Insert(ctx, store.InsertParams{Now: now, Jobs: ins})
+	if err != nil {
+		return nil, err
+	}
+	woke := map[string]int{}
+	for _, r := range res {
+		if !r.Duplicate && r.Job.State == job.StateAvailable {
+			woke[r.Job.Queue]++
+		}
+	}
+	e.wake(woke)
+	return res, nil
+}
+
+// Notify wakes lease calls waiting on queue as if count jobs had become
+// available there; stores that learn of jobs from other nodes call it.
+func (e *Engine) Notify(queue string, count int) { e.notify.notify(queue, count) }
+
+func (e *Engine) wake(counts map[string]int) {
+	for q, n := range counts {
+		if n > 0 {
+			e.notify.notify(q, n)
+		}
+	}
+}
+
+// LeaseRequest asks for jobs to work.
+type LeaseRequest struct {
+	Queues []string
+	// Max is how many jobs to lease at most; zero means 1.
+	Max int
+	// Wait is how long to wait for a job when none is available (long
+	// poll); zero returns at once. It is capped by Config.MaxWait.
+	Wait time.Duration
+	// LeaseFor is the lease length; zero means Config.DefaultLeaseFor.
+	LeaseFor time.Duration
+	// Worker names the caller, for operators.
+	Worker string
+}
+
+// Lease leases up to r.Max available jobs of r.Queues in fetch order. When
+// none is available it waits up to r.Wait, waking as soon as a job arrives
+// in one of the queues. It returns an empty slice when the wait ends
+// without jobs.
+func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) {
+	if len(r.Queues) == 0 {
+		return nil, &job.ValidationError{Field: "queues", Message: "at least one queue is required"}
+	}
+	for i, q := range r.Queues {
+		if err := job.ValidateName(q); err != nil {
+			return nil, &job.ValidationError{Field: fmt.Sprintf("queues[%d]", i), Message: err.Error()}
+		}
+	}
+	if r.Max == 0 {
+		r.Max = 1
+	}
+	if r.Max < 0 || r.Max > MaxLeaseBatch {
+		return nil, &job.ValidationError{Field: "max", Message: fmt.Sprintf("must be from 1 to %d, got %d", MaxLeaseBatch, r.Max)}
+	}
+	if r.LeaseFor == 0 {
+		r.LeaseFor = e.cfg.DefaultLeaseFor
+	}
+	if r.LeaseFor < MinLeaseFor || r.LeaseFor > MaxLeaseFor {
+		return nil, &job.ValidationError{Field: "lease_for", Message: fmt.Sprintf("must be from %s to %s", MinLeaseFor, MaxLeaseFor)}
+	}
+	if r.Wait < 0 {
+		return nil, &job.ValidationError{Field: "wait", Message: "must not be negative"}
+	}
+	wait := min(r.Wait, e.cfg.MaxWait)
+	if len(r.Worker) > 256 {
+		r.Worker = job.TruncateUTF8(r.Worker, 256)
+	}
+	p := store.LeaseParams{Queues: r.Queues, Limit: r.Max, LeaseFor: r.LeaseFor, Worker: r.Worker}
+	if wait <= 0 {
+		p.Now = e.Now()
+		return e.store.Lease(ctx, p)
+	}
+	w := e.notify.register(r.Queues)
+	defer e.notify.unregister(w)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	poll := time.NewTicker(e.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		p.Now = e.Now()
+		jobs, err := e.store.Lease(ctx, p)
+		if err != nil || len(jobs) > 0 {
+			return jobs, err
+		}
+		select {
+		case <-w.ch:
+		case <-poll.C:
+		case <-deadline.C:
+			return []*job.Job{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Heartbeat extends the lease on job id held with token by leaseFor (zero
+// means the default) and returns the job with its new expiry.
+func (e *Engine) Heartbeat(ctx context.Context, id job.ID, token string, leaseFor time.Duration) (*job.Job, error) {
+	if leaseFor == 0 {
+		leaseFor = e.cfg.DefaultLeaseFor
+	}
+	if leaseFor < MinLeaseFor || leaseFor > MaxLeaseFor {
+		return nil, &job.ValidationError{Field: "lease_for", Message: fmt.Sprintf("must be from %s to %s", MinLeaseFor, MaxLeaseFor)}
+	}
+	if err := checkToken(token); err != nil {
+		return nil, err
+	}
+	return e.store.Heartbeat(ctx, store.HeartbeatParams{Now: e.Now(), ID: id, LeaseToken: token, LeaseFor: leaseFor})
+}
+
+func checkToken(token string) error {
+	if token == "" {
+		return &job.ValidationError{Field: "lease_token", Message: "is required"}
+	}
+	if len(token) > 128 {
+		return &job.ValidationError{Field: "lease_token", Message: "at most 128 characters"}
+	}
+	return nil
+}
+
+// Completion is one job to complete.
+type Completion struct {
+	ID         job.ID
+	LeaseToken string
+	// Output is optional JSON returned by the worker.
+	Output json.RawMessage
+}
+
+// Complete completes job id held with token, storing output (optional JSON).
+func (e *Engine) Complete(ctx context.Context, id job.ID, token string, output json.RawMessage) (*job.Job, error) {
+	res, err := e.CompleteMany(ctx, []Completion{{ID: id, LeaseToken: token, Output: output}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Job, res[0].Err
+}
+
+// CompleteMany completes several jobs in one store call and returns one
+// result per job, in order. Invalid output fails only its own job.
+func (e *Engine) CompleteMany(ctx context.Context, cs []Completion) ([]store.SettleResult, error) {
+	out := make([]store.SettleResult, len(cs))
+	p := store.CompleteParams{Now: e.Now(), Jobs: make([]store.CompleteJob, 0, len(cs))}
+	idx := make([]int, 0, len(cs))
+	for i, c := range cs {
+		if err := checkToken(c.LeaseToken); err != nil {
+			out[i].Err = err
+			continue
+		}
+		var output json.RawMessage
+		if len(c.Output) > 0 {
+			o, err := job.NormalizeJSON(c.Output, e.maxArgs(), "output")
+			if err != nil {
+				out[i].Err = err
+				continue
+			}
+			output = o
+		}
+		p.Jobs = append(p.Jobs, store.CompleteJob{ID: c.ID, LeaseToken: c.LeaseToken, Output: output})
+		idx = append(idx, i)
+	}
+	if len(p.Jobs) == 0 {
+		return out, nil
+	}
+	res, err := e.store.Complete(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	for k, r := range res {
+		out[idx[k]] = r
+	}
+	return out, nil
+}
+
+func (e *Engine) maxArgs() int {
+	if e.cfg.Limits.MaxArgsBytes > 0 {
+		return e.cfg.Limits.MaxArgsBytes
+	}
+	return job.DefaultMaxArgsBytes
+}
+
+// Failure describes a failed attempt.
+type Failure struct {
+	ID         job.ID
+	LeaseToken string
+	Message    string
+	Detail     string
+	// RetryIn, when set, overrides the backoff (zero retries at once).
+	RetryIn *time.Duration
+	// Backoff, when set and RetryIn is not, decides the wait from the job.
+	Backoff func(*job.Job) time.Duration
+	// Discard dead-letters the job whatever attempts remain.
+	Discard bool
+	// Cancel cancels the job.
+	Cancel bool
+}
+
+// Fail records a failed attempt and moves the job on: to retryable (or
+// available) while attempts remain, else to discarded.
+func (e *Engine) Fail(ctx context.Context, f Failure) (*job.Job, error) {
+	if err := checkToken(f.LeaseToken); err != nil {
+		return nil, err
+	}
+	if f.Message == "" {
+		f.Message = "failed"
+	}
+	if f.Discard && f.Cancel {
+		return nil, &job.ValidationError{Field: "discard", Message: "give discard or cancel, not both"}
+	}
+	now := e.Now()
+	p := store.FailParams{
+		Now: now, ID: f.ID, LeaseToken: f.LeaseToken, Message: f.Message, Detail: f.Detail,
+		Discard: f.Discard, Cancel: f.Cancel, Backoff: f.Backoff,
+	}
+	if p.Backoff == nil {
+		p.Backoff = e.cfg.Backoff
+	}
+	if f.RetryIn != nil {
+		if *f.RetryIn < 0 {
+			return nil, &job.ValidationError{Field: "retry_in", Message: "must not be negative"}
+		}
+		p.RetryAt = now.Add(*f.RetryIn)
+	}
+	j, err := e.store.Fail(ctx, p)
+	if err == nil && j.State == job.StateAvailable {
+		e.notify.notify(j.Queue, 1)
+	}
+	return j, err
+}
+
+// Snooze re-schedules a running job after delay without using an attempt.
+func (e *Engine) Snooze(ctx context.Context, id job.ID, token string, delay time.Duration) (*job.Job, error) {
+	if err := checkToken(token); err != nil {
+		return nil, err
+	}
+	if delay < 0 {
+		return nil, &job.ValidationError{Field: "delay", Message: "must not be negative"}
+	}
+	j, err := e.store.Snooze(ctx, store.SnoozeParams{Now: e.Now(), ID: id, LeaseToken: token, Delay: delay})
+	if err == nil && j.State == job.StateAvailable {
+		e.notify.notify(j.Queue, 1)
+	}
+	return j, err
+}
+
+// Cancel cancels a job that is not final.
+func (e *Engine) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
+	return e.store.Cancel(ctx, store.CancelParams{Now: e.Now(), ID: id})
+}
+
+// Retry makes a scheduled, retryable or final job available now.
+func (e *Engine) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
+	j, err := e.store.Retry(ctx, store.RetryParams{Now: e.Now(), ID: id})
+	if err == nil && j.State == job.StateAvailable {
+		e.notify.notify(j.Queue, 1)
+	}
+	return j, err
+}
+
+// Delete deletes a job that is not running.
+func (e *Engine) Delete(ctx context.Context, id job.ID) error {
+	return e.store.Delete(ctx, store.DeleteParams{ID: id})
+}
+
+// Get returns one job with its error history.
+func (e *Engine) Get(ctx context.Context, id job.ID) (*job.Job, error) {
+	return e.store.Get(ctx, id)
+}
+
+// List returns one page of jobs.
+func (e *Engine) List(ctx context.Context, p store.ListParams) (*store.ListResult, error) {
+	for _, st := range p.States {
+		if !st.Valid() {
+			return nil, &job.ValidationError{Field: "state", Message: fmt.Sprintf("unknown state %q", st)}
+		}
+	}
+	if p.Limit < 0 || p.Limit > store.MaxListLimit {
+		return nil, &job.ValidationError{Field: "limit", Message: fmt.Sprintf("must be from 1 to %d", store.MaxListLimit)}
+	}
+	if p.Limit == 0 {
+		p.Limit = 100
+	}
+	return e.store.List(ctx, p)
+}
+
+// Queues returns every queue with its counts and paused flag.
+func (e *Engine) Queues(ctx context.Context) ([]store.QueueInfo, error) {
+	return e.store.Queues(ctx)
+}
+
+// PauseQueue stops leases from queue until it is resumed.
+func (e *Engine) PauseQueue(ctx context.Context, queue string) error {
+	return e.store.SetQueuePaused(ctx, store.QueuePauseParams{Now: e.Now(), Queue: queue, Paused: true})
+}
+
+// ResumeQueue lets leases take jobs from queue again.
+func (e *Engine) ResumeQueue(ctx context.Context, queue string) error {
+	err := e.store.SetQueuePaused(ctx, store.QueuePauseParams{Now: e.Now(), Queue: queue, Paused: false})
+	if err == nil {
+		e.notify.notify(queue, -1)
+	}
+	return err
+}
+
+// Promote makes due scheduled and retryable jobs available, in batches of
+// limit, and wakes waiting leases. It returns how many it promoted.
+func (e *Engine) Promote(ctx context.Context, limit int) (int, error) {
+	total := 0
+	for {
+		counts, err := e.store.Promote(ctx, store.PromoteParams{Now: e.Now(), Limit: limit})
+		if err != nil {
+			return total, err
+		}
+		n := 0
+		for _, c := range counts {
+			n += c
+		}
+		e.wake(counts)
+		total += n
+		if n < limit {
+			return total, nil
+		}
+	}
+}
+
+// Rescue re-delivers jobs whose lease expired, in batches of limit, and
+// returns how many it rescued.
+func (e *Engine) Rescue(ctx context.Context, limit int) (int, error) {
+	total := 0
+	for {
+		jobs, err := e.store.Rescue(ctx, store.RescueParams{Now: e.Now(), Limit: limit})
+		if err != nil {
+			return total, err
+		}
+		woke := map[string]int{}
+		for _, j := range jobs {
+			if j.State == job.StateAvailable {
+				woke[j.Queue]++
+			}
+			e.log.Warn("lease expired; job re-delivered", "job_id", j.ID, "kind", j.Kind, "queue", j.Queue, "attempt", j.Attempt, "state", j.State)
+		}
+		e.wake(woke)
+		total += len(jobs)
+		if len(jobs) < limit {
+			return total, nil
+		}
+	}
+}
+
+// Prune deletes jobs in the given final states finalized before before,
+// in batches of limit, and returns how many it deleted.
+func (e *Engine) Prune(ctx context.Context, before time.Time, states []job.State, limit int) (int, error) {
+	total := 0
+	for {
+		n, err := e.store.Prune(ctx, store.PruneParams{Before: before, States: states, Limit: limit})
+		total += n
+		if err != nil || n < limit {
+			return total, err
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"sync"
+)
+
+// notifier wakes lease calls that wait for jobs in a queue. A waiter
+// registers for its queues before it tries to lease, so that a job that
+// arrives between its try and its wait is never missed.
+type notifier struct {
+	mu      sync.Mutex
+	waiters map[string][]*waiter
+}
+
+type waiter struct {
+	ch     chan struct{}
+	queues []string
+}
+
+func newNotifier() *notifier {
+	return &notifier{waiters: map[string][]*waiter{}}
+}
+
+// register adds a waiter for queues. The caller must unregister it.
+func (n *notifier) register(queues []string) *waiter {
+	w := &waiter{ch: make(chan struct{}, 1), queues: queues}
+	n.mu.Lock()
+	for _, q := range queues {
+		n.waiters[q] = append(n.waiters[q], w)
+	}
+	n.mu.Unlock()
+	return w
+}
+
+func (n *notifier) unregister(w *waiter) {
+	n.mu.Lock()
+	for _, q := range w.queues {
+		ws := n.waiters[q]
+		for i, x := range ws {
+			if x == w {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(n.waiters, q)
+		} else {
+			n.waiters[q] = ws
+		}
+	}
+	n.mu.Unlock()
+}
+
+// notify wakes up to count waiters of queue (all of them when count < 0),
+// oldest first. A woken waiter that finds nothing waits again, and every
+// waiter also re-checks on its own at the poll interval, so a wake-up lost
+// to a waiter that gave up costs at most one interval.
+func (n *notifier) notify(queue string, count int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	woken := 0
+	for _, w := range n.waiters[queue] {
+		if count >= 0 && woken >= count {
+			break
+		}
+		select {
+		case w.ch <- struct{}{}:
+			woken++
+		default:
+			// Already signalled; it will look for jobs anyway.
+		}
+	}
+}
