@@ -89,7 +89,6 @@ type PanicError struct {
 
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 
-
 // asControl classifies a worker's error.
 func asControl(err error) (snooze *snoozeError, cancel *cancelError, discard *discardError, retry *retryError) {
 	errors.As(err, &snooze)

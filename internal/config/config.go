@@ -1,0 +1,194 @@
+// Package config holds the server's settings: the Config struct, its
+// defaults, Validate, and Load, which reads them from (highest precedence
+// first) command-line flags, DROVER_* environment variables, an optional
+// YAML file and the defaults.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// Config is the server's configuration. Keys are the snake_case koanf tags:
+// a key k is set by the flag --k (with dashes), by the variable
+// DROVER_K (upper case) and by k in the YAML file.
+type Config struct {
+	// Addr is the HOST:PORT to listen on.
+	Addr string `koanf:"addr"`
+	// DataDir is the embedded store's directory.
+	DataDir string `koanf:"data_dir"`
+	// DatabaseURL selects PostgreSQL instead of the embedded store.
+	DatabaseURL string `koanf:"database_url"`
+	// Insecure allows listening on a non-loopback address without
+	// authentication.
+	Insecure bool `koanf:"insecure"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `koanf:"log_level"`
+	// LogFormat is json or text.
+	LogFormat string `koanf:"log_format"`
+	// ShutdownTimeout bounds the graceful stop on SIGTERM.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// MaxArgsBytes limits job args (and outputs).
+	MaxArgsBytes int `koanf:"max_args_bytes"`
+	// LeaseFor is the default lease length.
+	LeaseFor time.Duration `koanf:"lease_for"`
+	// Retention of finished jobs; zero keeps them forever.
+	RetainCompleted time.Duration `koanf:"retain_completed"`
+	RetainCancelled time.Duration `koanf:"retain_cancelled"`
+	RetainDiscarded time.Duration `koanf:"retain_discarded"`
+	// NoSync turns off fsync on commit (tests and benchmarks only: an
+	// acknowledged write may be lost on power failure).
+	NoSync bool `koanf:"unsafe_no_sync"`
+}
+
+// Default returns the default configuration.
+func Default() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		DataDir:         "./drover-data",
+		LogLevel:        "info",
+		LogFormat:       "json",
+		ShutdownTimeout: 30 * time.Second,
+		MaxArgsBytes:    1 << 20,
+		LeaseFor:        30 * time.Second,
+		RetainCompleted: 24 * time.Hour,
+		RetainCancelled: 7 * 24 * time.Hour,
+		RetainDiscarded: 7 * 24 * time.Hour,
+	}
+}
+
+// Flags registers the serve flags on fs, with the defaults as their
+// defaults.
+func Flags(fs *pflag.FlagSet) {
+	d := Default()
+	fs.String("config", "", "YAML file of settings (keys as the flags, with underscores)")
+	fs.String("addr", d.Addr, "HOST:PORT to listen on (DROVER_ADDR)")
+	fs.String("data-dir", d.DataDir, "directory of the embedded store (DROVER_DATA_DIR)")
+	fs.String("database-url", "", "PostgreSQL URL; replaces the embedded store (DROVER_DATABASE_URL)")
+	fs.Bool("insecure", false, "allow a non-loopback address without authentication (DROVER_INSECURE)")
+	fs.String("log-level", d.LogLevel, "debug, info, warn or error (DROVER_LOG_LEVEL)")
+	fs.String("log-format", d.LogFormat, "json or text (DROVER_LOG_FORMAT)")
+	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a graceful stop may take (DROVER_SHUTDOWN_TIMEOUT)")
+	fs.Int("max-args-bytes", d.MaxArgsBytes, "limit on the size of job args (DROVER_MAX_ARGS_BYTES)")
+	fs.Duration("lease-for", d.LeaseFor, "default lease length (DROVER_LEASE_FOR)")
+	fs.Duration("retain-completed", d.RetainCompleted, "keep completed jobs this long; 0 keeps them (DROVER_RETAIN_COMPLETED)")
+	fs.Duration("retain-cancelled", d.RetainCancelled, "keep cancelled jobs this long; 0 keeps them (DROVER_RETAIN_CANCELLED)")
+	fs.Duration("retain-discarded", d.RetainDiscarded, "keep discarded jobs this long; 0 keeps them (DROVER_RETAIN_DISCARDED)")
+	fs.Bool("unsafe-no-sync", false, "do not fsync commits: acknowledged jobs may be lost on power failure (DROVER_UNSAFE_NO_SYNC)")
+}
+
+// Load reads the configuration: defaults, then the YAML file named by
+// --config (or DROVER_CONFIG), then DROVER_* variables from environ, then
+// the flags that were set on fs. It validates the result.
+func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
+	k := koanf.New(".")
+	envMap := map[string]string{}
+	for _, kv := range environ {
+		if name, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(name, "DROVER_") {
+			envMap[name] = val
+		}
+	}
+	path, _ := fs.GetString("config")
+	if path == "" {
+		path = envMap["DROVER_CONFIG"]
+	}
+	if path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("read config file %s: %w", path, err)
+		}
+	}
+	envProvider := env.Provider(".", env.Opt{
+		Prefix: "DROVER_",
+		TransformFunc: func(key, value string) (string, any) {
+			return strings.ToLower(strings.TrimPrefix(key, "DROVER_")), value
+		},
+		EnvironFunc: func() []string { return environ },
+	})
+	if err := k.Load(envProvider, nil); err != nil {
+		return Config{}, fmt.Errorf("read environment: %w", err)
+	}
+	// Only flags set on the command line override: the defaults are
+	// applied below, under everything else.
+	fp := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		if !f.Changed {
+			return "", nil
+		}
+		return strings.ReplaceAll(f.Name, "-", "_"), posflag.FlagVal(fs, f)
+	})
+	if err := k.Load(fp, nil); err != nil {
+		return Config{}, fmt.Errorf("read flags: %w", err)
+	}
+	cfg := Default()
+	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return Config{}, fmt.Errorf("settings: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("addr %q: %w", c.Addr, err))
+	} else if !c.Insecure && !IsLoopback(host) {
+		errs = append(errs, fmt.Errorf("addr %q is not a loopback address and no authentication is configured: listen on 127.0.0.1 or pass --insecure", c.Addr))
+	}
+	if c.DatabaseURL == "" && c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir must not be empty"))
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("log_format %q: want json or text", c.LogFormat))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown_timeout must be positive"))
+	}
+	if c.MaxArgsBytes < 1024 || c.MaxArgsBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("max_args_bytes %d: want 1024 to %d", c.MaxArgsBytes, 64<<20))
+	}
+	if c.LeaseFor < time.Second || c.LeaseFor > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("lease_for %s: want 1s to 24h", c.LeaseFor))
+	}
+	for name, d := range map[string]time.Duration{"retain_completed": c.RetainCompleted, "retain_cancelled": c.RetainCancelled, "retain_discarded": c.RetainDiscarded} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether host (a name or an IP, without port) only
+// reaches this machine. The empty host means every interface.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

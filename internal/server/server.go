@@ -1,0 +1,188 @@
+// Package server wires Drover together: configuration → store → engine →
+// maintenance → faces → listener. cmd/drover calls it, and so do the
+// end-to-end tests, which start the exact production assembly in-process on
+// a temporary directory and port 0.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/droverhq/drover/internal/config"
+	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/maintenance"
+	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/sqlitestore"
+)
+
+// Server is one Drover node. Create it with New, run it with Serve, and
+// close it with Close (Serve's graceful stop does that itself).
+type Server struct {
+	cfg   config.Config
+	log   *slog.Logger
+	store store.Store
+	eng   *engine.Engine
+	svcs  []*maintenance.Service
+	mux   *http.ServeMux
+	ready atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store named by cfg and builds the engine, the background
+// services and the HTTP handler. Nothing runs until Serve.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	st, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.New(engine.Config{
+		Store:           st,
+		Limits:          job.Limits{MaxArgsBytes: cfg.MaxArgsBytes},
+		DefaultLeaseFor: cfg.LeaseFor,
+		Logger:          log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux()}
+	s.svcs = []*maintenance.Service{
+		maintenance.NewPromoter(eng, 0, log),
+		maintenance.NewLeaseRescuer(eng, 0, log),
+		maintenance.NewPruner(eng, maintenance.Retention{
+			Completed: cfg.RetainCompleted, Cancelled: cfg.RetainCancelled, Discarded: cfg.RetainDiscarded,
+		}, 0, log),
+	}
+	s.routes()
+	return s, nil
+}
+
+func openStore(cfg config.Config) (store.Store, error) {
+	if cfg.DatabaseURL != "" {
+		// TODO(#4): the PostgreSQL store.
+		return nil, errors.New("--database-url: the PostgreSQL store is not in this build yet; use the embedded store (--data-dir)")
+	}
+	st, err := sqlitestore.Open(cfg.DataDir, sqlitestore.Options{NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store: %w", err)
+	}
+	return st, nil
+}
+
+// Engine returns the server's engine.
+func (s *Server) Engine() *engine.Engine { return s.eng }
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting or shutting down"})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.store.Ping(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "store: " + err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client went away
+}
+
+// Listen opens the configured address.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+	}
+	return ln, nil
+}
+
+// Serve starts the background services and serves HTTP on ln until ctx
+// ends, then stops gracefully: readiness turns false, new connections are
+// refused, requests in flight get up to ShutdownTimeout to finish, the
+// services stop, and the store is closed. It returns nil after a clean
+// stop.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	for _, svc := range s.svcs {
+		if err := svc.Start(ctx); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	s.ready.Store(true)
+	s.log.Info("drover serving", "addr", ln.Addr().String(), "store", s.storeName())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.ready.Store(false)
+	s.log.Info("drover stopping", "timeout", s.cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	shutErr := hs.Shutdown(sctx)
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	closeErr := s.Close()
+	s.log.Info("drover stopped")
+	return errors.Join(serveErr, shutErr, closeErr)
+}
+
+func (s *Server) storeName() string {
+	if s.cfg.DatabaseURL != "" {
+		return "postgres"
+	}
+	return "embedded:" + s.cfg.DataDir
+}
+
+// Close stops the background services and closes the store. It is safe to
+// call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		for _, svc := range s.svcs {
+			svc.Stop()
+		}
+		s.closeErr = s.store.Close()
+	})
+	return s.closeErr
+}
