@@ -149,7 +149,7 @@ func (s *Spec) Prepare(now time.Time, lim Limits, prefix string) (*Insert, error
 		in.Tags = slices.Clone(s.Tags)
 	}
 
-	if len(bytes.TrimSpace(s.Metadata)) > 0 {
+	if len(trimJSONSpace(s.Metadata)) > 0 {
 		md, err := NormalizeJSON(s.Metadata, maxMetadataBytes, prefix+"metadata")
 		if err != nil {
 			return nil, err
@@ -212,7 +212,7 @@ func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage,
 	if len(raw) > max {
 		return nil, &ValidationError{Field: field, Message: fmt.Sprintf("at most %d bytes, got %d", max, len(raw)), TooLarge: true}
 	}
-	if len(bytes.TrimSpace(raw)) == 0 {
+	if len(trimJSONSpace(raw)) == 0 {
 		return json.RawMessage("null"), nil
 	}
 	if !utf8.Valid(raw) {
@@ -231,6 +231,11 @@ func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage,
 	}
 	return buf.Bytes(), nil
 }
+
+// trimJSONSpace trims JSON's white space (space, tab, CR, LF) from both
+// ends of b. bytes.TrimSpace would also trim \v, \f, U+0085 and U+00A0,
+// which JSON does not allow, and so accept such input as empty (null).
+func trimJSONSpace(b []byte) []byte { return bytes.Trim(b, " \t\r\n") }
 
 // jsonDepth returns the deepest nesting of arrays and objects in valid JSON.
 func jsonDepth(raw []byte) int {
@@ -273,25 +278,33 @@ func uniqueKey(kind string, args json.RawMessage, u UniqueOpts, now time.Time, p
 	if len(u.Key) > 1024 {
 		return "", &ValidationError{Field: prefix + "unique.key", Message: "at most 1024 bytes", TooLarge: true}
 	}
+	// Every part is length-prefixed, so that no key can be made to look
+	// like another key plus a period (or any other split of the parts).
 	h := sha256.New()
-	h.Write([]byte(kind))
-	h.Write([]byte{0})
+	part := func(b []byte) {
+		h.Write([]byte(strconv.Itoa(len(b)) + ":"))
+		h.Write(b)
+	}
+	part([]byte(kind))
 	switch {
 	case u.Key != "":
-		h.Write([]byte("key\x00" + u.Key))
+		part([]byte("key"))
+		part([]byte(u.Key))
 	case u.ByArgs:
 		canon, err := CanonicalJSON(args)
 		if err != nil {
 			return "", invalid(prefix+"args", "%v", err)
 		}
-		h.Write([]byte("args\x00"))
-		h.Write(canon)
+		part([]byte("args"))
+		part(canon)
 	default:
-		h.Write([]byte("kind"))
+		part([]byte("kind"))
 	}
 	if u.Period > 0 {
 		window := now.UnixNano() / int64(u.Period)
-		h.Write([]byte("\x00period\x00" + strconv.FormatInt(int64(u.Period), 10) + "\x00" + strconv.FormatInt(window, 10)))
+		part([]byte("period"))
+		part([]byte(strconv.FormatInt(int64(u.Period), 10)))
+		part([]byte(strconv.FormatInt(window, 10)))
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
