@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -18,19 +19,128 @@ func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inser
 	var out []store.InsertResult
 	err := s.write(ctx, func(w *wtx) error {
 		out = make([]store.InsertResult, len(p.Jobs))
+		// Runs of plain jobs (not unique, no dependencies) go in
+		// multi-row statements; the others one by one, in order.
+		run := 0
 		for i, in := range p.Jobs {
+			if in.UniqueKey == "" && len(in.DependsOn) == 0 {
+				continue
+			}
+			if err := w.insertPlain(ctx, p.Jobs[run:i], now, out[run:i]); err != nil {
+				return err
+			}
 			r, err := w.insertOne(ctx, in, now, i, len(p.Jobs) > 1)
 			if err != nil {
 				return err
 			}
 			out[i] = r
+			run = i + 1
 		}
-		return nil
+		return w.insertPlain(ctx, p.Jobs[run:], now, out[run:])
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// insertRowsPerStmt is how many jobs one multi-row INSERT carries.
+const insertRowsPerStmt = 64
+
+// insertCols are the columns every insert sets, in the order of
+// insertArgs.
+const insertCols = `state, queue, kind, priority, scheduled_at, args, max_attempts, timeout_us,
+	unique_key, unique_by_period, tags, metadata, depends_on, pending_deps, created_at`
+
+const insertColCount = 15
+
+// insertArgs appends the values of insertCols for one job.
+func insertArgs(dst []any, in *job.Insert, state job.State, unmet int) ([]any, error) {
+	tags, err := jsonOrNil(in.Tags)
+	if err != nil {
+		return nil, err
+	}
+	deps, err := jsonOrNil(in.DependsOn)
+	if err != nil {
+		return nil, err
+	}
+	byPeriod := 0
+	if in.UniqueByPeriod {
+		byPeriod = 1
+	}
+	return append(dst, string(state), in.Queue, in.Kind, in.Priority, micros(in.ScheduledAt),
+		[]byte(in.Args), in.MaxAttempts, in.Timeout.Microseconds(), nullString(in.UniqueKey),
+		byPeriod, tags, nullBytes(in.Metadata), deps, unmet, micros(in.CreatedAt)), nil
+}
+
+// insertPlain inserts jobs that are neither unique nor dependent, many
+// rows per statement. Their ids are consecutive: the writer is the only
+// one and AUTOINCREMENT hands out max+1 to each row in order.
+func (w *wtx) insertPlain(ctx context.Context, ins []*job.Insert, now time.Time, out []store.InsertResult) error {
+	for len(ins) > 0 {
+		n := min(len(ins), insertRowsPerStmt)
+		st, err := w.s.insertStmt(ctx, n)
+		if err != nil {
+			return err
+		}
+		args := make([]any, 0, n*insertColCount)
+		states := make([]job.State, n)
+		for k, in := range ins[:n] {
+			states[k] = job.InitialState(in.ScheduledAt, now, false)
+			if args, err = insertArgs(args, in, states[k], 0); err != nil {
+				return err
+			}
+		}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("insert jobs: %w", err)
+		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		for k, in := range ins[:n] {
+			id := last - int64(n-1-k)
+			out[k] = store.InsertResult{Job: newJob(id, in, states[k])}
+			w.move(in.Queue, "", states[k])
+		}
+		ins, out = ins[n:], out[n:]
+	}
+	return nil
+}
+
+// insertStmt returns the prepared INSERT of n rows.
+func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
+	if st := s.stmts.inserts[n]; st != nil {
+		return st, nil
+	}
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", insertColCount), ",") + ")"
+	q := "INSERT INTO jobs (" + insertCols + ") VALUES " + strings.TrimSuffix(strings.Repeat(row+",", n), ",")
+	st, err := s.wconn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("prepare insert of %d rows: %w", n, err)
+	}
+	s.stmts.inserts[n] = st
+	return st, nil
+}
+
+func newJob(id int64, in *job.Insert, state job.State) *job.Job {
+	return &job.Job{
+		ID:          job.ID(id),
+		Kind:        in.Kind,
+		Queue:       in.Queue,
+		Args:        in.Args,
+		Priority:    in.Priority,
+		State:       state,
+		MaxAttempts: in.MaxAttempts,
+		Timeout:     in.Timeout,
+		UniqueKey:   in.UniqueKey,
+		Tags:        in.Tags,
+		Metadata:    in.Metadata,
+		DependsOn:   in.DependsOn,
+		CreatedAt:   in.CreatedAt,
+		ScheduledAt: in.ScheduledAt,
+	}
 }
 
 func (w *wtx) insertOne(ctx context.Context, in *job.Insert, now time.Time, idx int, many bool) (store.InsertResult, error) {
@@ -64,22 +174,15 @@ func (w *wtx) insertOne(ctx context.Context, in *job.Insert, now time.Time, idx 
 		}
 	}
 	state := job.InitialState(in.ScheduledAt, now, len(unmet) > 0)
-	tags, err := jsonOrNil(in.Tags)
+	args, err := insertArgs(make([]any, 0, insertColCount), in, state, len(unmet))
 	if err != nil {
 		return store.InsertResult{}, err
 	}
-	deps, err := jsonOrNil(in.DependsOn)
+	st1, err := w.s.insertStmt(ctx, 1)
 	if err != nil {
 		return store.InsertResult{}, err
 	}
-	byPeriod := 0
-	if in.UniqueByPeriod {
-		byPeriod = 1
-	}
-	res, err := st.insert.ExecContext(ctx, string(state), in.Queue, in.Kind, in.Priority,
-		micros(in.ScheduledAt), []byte(in.Args), in.MaxAttempts, in.Timeout.Microseconds(),
-		nullString(in.UniqueKey), byPeriod, tags, nullBytes(in.Metadata), deps, len(unmet),
-		micros(in.CreatedAt))
+	res, err := st1.ExecContext(ctx, args...)
 	if err != nil {
 		if isConstraint(err) {
 			return store.InsertResult{}, fmt.Errorf("insert job: %w: %v", job.ErrConflict, err)
@@ -97,23 +200,7 @@ func (w *wtx) insertOne(ctx context.Context, in *job.Insert, now time.Time, idx 
 		w.s.depsRows++
 	}
 	w.move(in.Queue, "", state)
-	j := &job.Job{
-		ID:          job.ID(id),
-		Kind:        in.Kind,
-		Queue:       in.Queue,
-		Args:        in.Args,
-		Priority:    in.Priority,
-		State:       state,
-		MaxAttempts: in.MaxAttempts,
-		Timeout:     in.Timeout,
-		UniqueKey:   in.UniqueKey,
-		Tags:        in.Tags,
-		Metadata:    in.Metadata,
-		DependsOn:   in.DependsOn,
-		CreatedAt:   in.CreatedAt,
-		ScheduledAt: in.ScheduledAt,
-	}
-	return store.InsertResult{Job: j}, nil
+	return store.InsertResult{Job: newJob(id, in, state)}, nil
 }
 
 // Lease implements store.Store.
@@ -271,7 +358,24 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.S
 	now := job.Truncate(p.Now)
 	out := make([]store.SettleResult, len(p.Jobs))
 	err := s.write(ctx, func(w *wtx) error {
+		// Jobs without output complete in one statement; the rest, and
+		// those the statement did not match (to learn why), one by one.
+		var plain []int
 		for i, c := range p.Jobs {
+			if len(c.Output) == 0 {
+				plain = append(plain, i)
+			}
+		}
+		done := make([]bool, len(p.Jobs))
+		if len(plain) > 1 {
+			if err := w.completeBatch(ctx, p.Jobs, plain, now, out, done); err != nil {
+				return err
+			}
+		}
+		for i, c := range p.Jobs {
+			if done[i] {
+				continue
+			}
 			j, err := w.completeOne(ctx, c, now)
 			out[i] = store.SettleResult{Job: j, Err: err}
 			if err != nil && !isSettleError(err) {
@@ -284,6 +388,41 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.S
 		return nil, err
 	}
 	return out, nil
+}
+
+// completeBatch completes the jobs p[idx...] (which have no output) in one
+// statement, filling out and done for those it matched.
+func (w *wtx) completeBatch(ctx context.Context, p []store.CompleteJob, idx []int, now time.Time, out []store.SettleResult, done []bool) error {
+	pairs := make([][2]any, len(idx))
+	pos := make(map[job.ID]int, len(idx))
+	for k, i := range idx {
+		pairs[k] = [2]any{int64(p[i].ID), p[i].LeaseToken}
+		pos[p[i].ID] = i
+	}
+	arg, err := json.Marshal(pairs)
+	if err != nil {
+		return err
+	}
+	jobs, err := queryJobs(ctx, w.s.stmts.completeMany, micros(now), string(arg))
+	if err != nil {
+		return fmt.Errorf("complete jobs: %w", err)
+	}
+	for _, j := range jobs {
+		i, ok := pos[j.ID]
+		if !ok || done[i] {
+			continue
+		}
+		j.LeaseToken = ""
+		w.move(j.Queue, job.StateRunning, job.StateCompleted)
+		if w.s.depsRows > 0 {
+			if err := w.resolveDependants(ctx, j.ID, now); err != nil {
+				return err
+			}
+		}
+		out[i] = store.SettleResult{Job: j}
+		done[i] = true
+	}
+	return nil
 }
 
 func isSettleError(err error) bool {
@@ -620,6 +759,10 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (*store.ListResult
 		states[i] = string(st)
 	}
 	in("state", states)
+	if len(states) > 0 && !slices.Contains(states, string(job.StateAvailable)) {
+		// Lets SQLite use the partial index jobs_state (see schema.go).
+		where = append(where, "state <> 'available'")
+	}
 	in("kind", p.Kinds)
 	in("queue", p.Queues)
 	if p.Tag != "" {
@@ -719,7 +862,7 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 	err := s.write(ctx, func(w *wtx) error {
 		out = nil
 		rows, err := s.wconn.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs
-			WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
+			WHERE state = 'running' AND state <> 'available' AND lease_expires_at < ? ORDER BY id LIMIT ?`,
 			micros(now), max(p.Limit, 1))
 		if err != nil {
 			return err
@@ -758,26 +901,36 @@ func (s *Store) Prune(ctx context.Context, p store.PruneParams) (int, error) {
 	if len(states) == 0 {
 		return 0, nil
 	}
-	sj, _ := json.Marshal(states)
 	n := 0
 	err := s.write(ctx, func(w *wtx) error {
 		n = 0
-		rows, err := s.wconn.QueryContext(ctx, `DELETE FROM jobs WHERE id IN (
-			SELECT id FROM jobs WHERE finalized_at < ? AND state IN (SELECT value FROM json_each(?))
-			ORDER BY finalized_at LIMIT ?) RETURNING queue, state`, micros(job.Truncate(p.Before)), string(sj), max(p.Limit, 1))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var q, st string
-			if err := rows.Scan(&q, &st); err != nil {
+		for _, st := range states {
+			// Finished jobs are scanned in id order, a window of Limit at a
+			// time; ids roughly follow finalization, so the oldest come
+			// first. A window whose jobs are all still within retention
+			// ends this pass, and the next pass tries again.
+			rows, err := s.wconn.QueryContext(ctx, `DELETE FROM jobs WHERE id IN (
+				SELECT id FROM (SELECT id, finalized_at FROM jobs
+					WHERE state = ?1 AND state <> 'available' ORDER BY id LIMIT ?2)
+				WHERE finalized_at < ?3) RETURNING queue, state`, st, max(p.Limit, 1), micros(job.Truncate(p.Before)))
+			if err != nil {
 				return err
 			}
-			w.move(q, job.State(st), "")
-			n++
+			for rows.Next() {
+				var q, st string
+				if err := rows.Scan(&q, &st); err != nil {
+					rows.Close()
+					return err
+				}
+				w.move(q, job.State(st), "")
+				n++
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
 		}
-		return rows.Err()
+		return nil
 	})
 	return n, err
 }

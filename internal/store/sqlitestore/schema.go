@@ -32,14 +32,21 @@ CREATE TABLE jobs (
 	settled          TEXT              -- how lease_token settled: complete, fail, snooze
 );
 
+-- Every index is a B-tree that each state change must update, so there are
+-- as few as the queries allow: an insert touches the table and jobs_fetch,
+-- a lease the table, jobs_fetch and jobs_state, a completion the table and
+-- jobs_state.
+--
 -- The fetch order, for available jobs only: leasing is a short range scan
 -- however many jobs are stored.
 CREATE INDEX jobs_fetch ON jobs (queue, priority, scheduled_at, id) WHERE state = 'available';
+-- Every other state, by id: lists by state, the rescuer's scan of running
+-- jobs (as many as there are workers) and the pruner's scan of finished
+-- jobs in id order. Queries name the redundant term state <> 'available'
+-- so that SQLite sees the index applies.
+CREATE INDEX jobs_state ON jobs (state, id) WHERE state <> 'available';
 CREATE INDEX jobs_due ON jobs (scheduled_at) WHERE state IN ('scheduled', 'retryable');
-CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key) WHERE unique_key IS NOT NULL;
-CREATE INDEX jobs_state ON jobs (state, id);
-CREATE INDEX jobs_finalized ON jobs (finalized_at) WHERE finalized_at IS NOT NULL;
 
 -- Unfinished dependencies: one row per (dependency, dependant) until the
 -- dependency completes.

@@ -9,27 +9,29 @@ import (
 
 // stmts are the writer's prepared statements for the hot paths.
 type stmts struct {
-	insert      *sql.Stmt
-	byUnique    *sql.Stmt
-	depState    *sql.Stmt
-	insertDep   *sql.Stmt
-	leaseQueue  *sql.Stmt
-	candidates  *sql.Stmt
-	leaseIDs    *sql.Stmt
-	complete    *sql.Stmt
-	settleState *sql.Stmt
-	get         *sql.Stmt
-	dependants  *sql.Stmt
-	dropDeps    *sql.Stmt
-	depDone     *sql.Stmt
-	heartbeat   *sql.Stmt
+	// inserts[n] inserts n rows; prepared on first use.
+	inserts      map[int]*sql.Stmt
+	byUnique     *sql.Stmt
+	depState     *sql.Stmt
+	insertDep    *sql.Stmt
+	leaseQueue   *sql.Stmt
+	candidates   *sql.Stmt
+	leaseIDs     *sql.Stmt
+	complete     *sql.Stmt
+	completeMany *sql.Stmt
+	settleState  *sql.Stmt
+	get          *sql.Stmt
+	dependants   *sql.Stmt
+	dropDeps     *sql.Stmt
+	depDone      *sql.Stmt
+	heartbeat    *sql.Stmt
 }
 
 const leaseSet = `SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
 	attempted_by = ?2, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?3, settled = NULL`
 
 func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
-	s := &stmts{}
+	s := &stmts{inserts: map[int]*sql.Stmt{}}
 	var errs []error
 	p := func(dst **sql.Stmt, q string) {
 		st, err := c.PrepareContext(ctx, q)
@@ -39,9 +41,6 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 		}
 		*dst = st
 	}
-	p(&s.insert, `INSERT INTO jobs (state, queue, kind, priority, scheduled_at, args, max_attempts,
-		timeout_us, unique_key, unique_by_period, tags, metadata, depends_on, pending_deps, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	p(&s.byUnique, `SELECT `+jobCols+` FROM jobs WHERE unique_key = ?`)
 	p(&s.depState, `SELECT state FROM jobs WHERE id = ?`)
 	p(&s.insertDep, `INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)`)
@@ -56,6 +55,12 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 		lease_expires_at = NULL, settled = 'complete',
 		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
 		WHERE id = ?3 AND lease_token = ?4 AND state = 'running' RETURNING `+jobCols)
+	p(&s.completeMany, `UPDATE jobs SET state = 'completed', finalized_at = ?1, output = NULL,
+		lease_expires_at = NULL, settled = 'complete',
+		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
+		FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token FROM json_each(?2)) AS c
+		WHERE jobs.id = c.c_id AND jobs.lease_token = c.c_token AND jobs.state = 'running'
+		RETURNING `+jobCols)
 	p(&s.settleState, `SELECT state, lease_token, settled FROM jobs WHERE id = ?`)
 	p(&s.get, `SELECT `+jobCols+` FROM jobs WHERE id = ?`)
 	p(&s.dependants, `SELECT job_id FROM job_deps WHERE dep_id = ?`)
@@ -75,8 +80,11 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 
 func (s *stmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insert, s.byUnique, s.depState, s.insertDep, s.leaseQueue,
-		s.candidates, s.leaseIDs, s.complete, s.settleState, s.get, s.dependants, s.dropDeps,
+	for _, st := range s.inserts {
+		errs = append(errs, st.Close())
+	}
+	for _, st := range []*sql.Stmt{s.byUnique, s.depState, s.insertDep, s.leaseQueue,
+		s.candidates, s.leaseIDs, s.complete, s.completeMany, s.settleState, s.get, s.dependants, s.dropDeps,
 		s.depDone, s.heartbeat} {
 		if st != nil {
 			errs = append(errs, st.Close())
