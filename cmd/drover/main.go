@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -40,12 +41,29 @@ func run(args []string) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "drover: "+err.Error())
+	fmt.Fprintln(os.Stderr, "drover: "+oneLine(err.Error()))
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return 2
 	}
+	// Cobra reports a command it does not know as a plain error; that is
+	// bad usage too. Find fails only on such a command line.
+	if _, _, ferr := root.Find(args); ferr != nil {
+		return 2
+	}
 	return 1
+}
+
+// oneLine joins the non-blank lines of a message (errors.Join, cobra's
+// suggestions) with "; ", so that an error is one line on stderr.
+func oneLine(msg string) string {
+	var parts []string
+	for line := range strings.Lines(msg) {
+		if line = strings.TrimSpace(line); line != "" {
+			parts = append(parts, line)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func newRoot() *cobra.Command {
@@ -56,7 +74,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newServeCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newVersionCmd(), newBenchCmd())
 	return root
 }
 

@@ -145,9 +145,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 	}
+	// Ready before the first request can be handled: the services run
+	// and ln already accepts connections.
+	s.ready.Store(true)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	s.ready.Store(true)
 	s.log.Info("drover serving", "addr", ln.Addr().String(), "store", s.storeName())
 
 	var serveErr error

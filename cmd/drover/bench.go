@@ -1,0 +1,84 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/droverhq/drover/internal/bench"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		workloads   string
+		dataDir     string
+		scale       float64
+		asJSON      bool
+		noSync      bool
+		server      string
+		databaseURL string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Run the benchmark workloads W1-W5 and print one table",
+		Long: `Run the benchmark workloads of Drover's design in-process, with the Go
+library on the embedded store (durable settings):
+
+  W1  insert 100,000 jobs in batches of 1,000                      jobs/s
+  W2  50 concurrent clients insert single jobs, 20,000 in all      jobs/s, p50/p99
+  W3  drain 100,000 waiting jobs with 100 concurrent workers       jobs/s
+  W4  insert one job every millisecond for 10 s while workers run  enqueue-to-start p50/p99/max
+  W5  peak RSS while W3 runs with 1,000,000 jobs waiting           MiB
+
+Progress lines go to stderr; the table (or --json) to stdout.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if server != "" {
+				return errors.New("--server: benchmarks over REST need the REST API, which is not in this build yet")
+			}
+			if databaseURL != "" {
+				return errors.New("--database-url: the PostgreSQL store is not in this build yet")
+			}
+			if scale <= 0 || scale > 100 {
+				return &usageError{errors.New("--scale must be in (0, 100]")}
+			}
+			var ids []string
+			if workloads != "" {
+				ids = strings.Split(workloads, ",")
+			}
+			if dataDir != "" {
+				if err := os.MkdirAll(dataDir, 0o750); err != nil {
+					return err
+				}
+			}
+			results, err := bench.Run(cmd.Context(), bench.Config{
+				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
+			})
+			if err != nil && len(results) == 0 {
+				if strings.Contains(err.Error(), "unknown workload") {
+					return &usageError{err}
+				}
+				return err
+			}
+			if asJSON {
+				if jerr := bench.WriteJSON(cmd.OutOrStdout(), results); jerr != nil {
+					return jerr
+				}
+			} else {
+				bench.WriteTable(cmd.OutOrStdout(), results)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&workloads, "workloads", "", "comma-separated workloads to run (default all: "+strings.Join(bench.IDs(), ",")+")")
+	f.StringVar(&dataDir, "data-dir", "", "directory for the benchmark stores (default the system temp dir; use one on the disk you want to measure)")
+	f.Float64Var(&scale, "scale", 1, "multiply job counts and durations (0.1 for a quick run)")
+	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	f.BoolVar(&noSync, "unsafe-no-sync", false, "skip fsync (not the durable setting the figures are about)")
+	f.StringVar(&server, "server", "", "run against a server over REST (not yet available)")
+	f.StringVar(&databaseURL, "database-url", "", "run on PostgreSQL (not yet available)")
+	return cmd
+}
