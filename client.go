@@ -330,16 +330,7 @@ func (c *Client) fetch(queue string, slots int) {
 		case <-c.fetchCtx.Done():
 			return
 		}
-		n := 1
-	more:
-		for n < slots {
-			select {
-			case sem <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
+		n := 1 + c.gatherSlots(sem, slots-1)
 		jobs, err := c.eng.Lease(c.fetchCtx, engine.LeaseRequest{
 			Queues: []string{queue}, Max: min(n, engine.MaxLeaseBatch), Wait: 5 * time.Second,
 			LeaseFor: c.cfg.LeaseFor, Worker: c.cfg.ID,
@@ -368,6 +359,41 @@ func (c *Client) fetch(queue string, slots int) {
 			}()
 		}
 	}
+}
+
+// fetchCooldown is how long a fetcher with few free slots waits for more
+// before it leases: fewer, larger leases cost the store far less than one
+// lease per freed slot, and a job waits at most this long for it.
+const fetchCooldown = 2 * time.Millisecond
+
+// gatherSlots takes up to max more free slots from sem. When fewer than a
+// quarter of the slots are free it waits up to fetchCooldown for more.
+func (c *Client) gatherSlots(sem chan struct{}, max int) int {
+	n := 0
+	for n < max {
+		select {
+		case sem <- struct{}{}:
+			n++
+			continue
+		default:
+		}
+		break
+	}
+	if want := (max + 1) / 4; n < want {
+		t := time.NewTimer(fetchCooldown)
+		defer t.Stop()
+		for n < want {
+			select {
+			case sem <- struct{}{}:
+				n++
+			case <-t.C:
+				return n
+			case <-c.fetchCtx.Done():
+				return n
+			}
+		}
+	}
+	return n
 }
 
 // execute runs one attempt and settles it.

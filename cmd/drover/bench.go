@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,7 @@ func newBenchCmd() *cobra.Command {
 		noSync      bool
 		server      string
 		databaseURL string
+		cpuProfile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -53,6 +55,17 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 					return err
 				}
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			results, err := bench.Run(cmd.Context(), bench.Config{
 				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
 			})
@@ -78,6 +91,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 	f.Float64Var(&scale, "scale", 1, "multiply job counts and durations (0.1 for a quick run)")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	f.BoolVar(&noSync, "unsafe-no-sync", false, "skip fsync (not the durable setting the figures are about)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	f.StringVar(&server, "server", "", "run against a server over REST (not yet available)")
 	f.StringVar(&databaseURL, "database-url", "", "run on PostgreSQL (not yet available)")
 	return cmd

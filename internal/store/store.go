@@ -46,6 +46,8 @@ type Store interface {
 	// Complete settles running jobs as completed, each with its optional
 	// output, and returns one result per job in the order given: the
 	// completed job, or job.ErrLeaseLost (stale token), job.ErrNotFound.
+	// For speed the returned job may hold only ID, Kind, Queue, State,
+	// Attempt, FinalizedAt and Output; Get returns all of it.
 	// Completing again with the token that completed the job returns the
 	// job unchanged (the first response may have been lost). Completing a
 	// job makes its pending dependants available once all their

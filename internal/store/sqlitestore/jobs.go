@@ -403,7 +403,11 @@ func (w *wtx) completeBatch(ctx context.Context, p []store.CompleteJob, idx []in
 	if err != nil {
 		return err
 	}
-	jobs, err := queryJobs(ctx, w.s.stmts.completeMany, micros(now), string(arg))
+	rows, err := w.s.stmts.completeMany.QueryContext(ctx, micros(now), string(arg))
+	if err != nil {
+		return fmt.Errorf("complete jobs: %w", err)
+	}
+	jobs, err := scanSettled(rows)
 	if err != nil {
 		return fmt.Errorf("complete jobs: %w", err)
 	}
@@ -430,7 +434,11 @@ func isSettleError(err error) bool {
 }
 
 func (w *wtx) completeOne(ctx context.Context, c store.CompleteJob, now time.Time) (*job.Job, error) {
-	jobs, err := queryJobs(ctx, w.s.stmts.complete, micros(now), nullBytes(c.Output), int64(c.ID), c.LeaseToken)
+	rows, err := w.s.stmts.complete.QueryContext(ctx, micros(now), nullBytes(c.Output), int64(c.ID), c.LeaseToken)
+	if err != nil {
+		return nil, fmt.Errorf("complete job %d: %w", c.ID, err)
+	}
+	jobs, err := scanSettled(rows)
 	if err != nil {
 		return nil, fmt.Errorf("complete job %d: %w", c.ID, err)
 	}

@@ -133,3 +133,24 @@ func jsonOrNil[T any](v []T) (any, error) {
 var errNoRow = sql.ErrNoRows
 
 func isNoRows(err error) bool { return errors.Is(err, errNoRow) }
+
+// scanSettled reads rows of settledCols into completed jobs.
+func scanSettled(rows *sql.Rows) ([]*job.Job, error) {
+	defer rows.Close()
+	var out []*job.Job
+	for rows.Next() {
+		j := &job.Job{State: job.StateCompleted}
+		var fin int64
+		var output []byte
+		if err := rows.Scan(&j.ID, &j.Kind, &j.Queue, &j.Attempt, &fin, &output); err != nil {
+			return nil, err
+		}
+		t := fromMicros(fin)
+		j.FinalizedAt = &t
+		if len(output) > 0 {
+			j.Output = output
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}

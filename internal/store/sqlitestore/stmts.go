@@ -27,6 +27,9 @@ type stmts struct {
 	heartbeat    *sql.Stmt
 }
 
+// settledCols is what a completion returns (see scanSettled).
+const settledCols = `id, kind, queue, attempt, finalized_at, output`
+
 const leaseSet = `SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
 	attempted_by = ?2, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?3, settled = NULL`
 
@@ -54,13 +57,13 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 	p(&s.complete, `UPDATE jobs SET state = 'completed', finalized_at = ?1, output = ?2,
 		lease_expires_at = NULL, settled = 'complete',
 		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
-		WHERE id = ?3 AND lease_token = ?4 AND state = 'running' RETURNING `+jobCols)
+		WHERE id = ?3 AND lease_token = ?4 AND state = 'running' RETURNING `+settledCols)
 	p(&s.completeMany, `UPDATE jobs SET state = 'completed', finalized_at = ?1, output = NULL,
 		lease_expires_at = NULL, settled = 'complete',
 		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
 		FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token FROM json_each(?2)) AS c
 		WHERE jobs.id = c.c_id AND jobs.lease_token = c.c_token AND jobs.state = 'running'
-		RETURNING `+jobCols)
+		RETURNING `+settledCols)
 	p(&s.settleState, `SELECT state, lease_token, settled FROM jobs WHERE id = ?`)
 	p(&s.get, `SELECT `+jobCols+` FROM jobs WHERE id = ?`)
 	p(&s.dependants, `SELECT job_id FROM job_deps WHERE dep_id = ?`)

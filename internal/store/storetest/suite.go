@@ -315,8 +315,13 @@ func testComplete(t *testing.T, b *bundle) {
 		t.Fatal(err)
 	}
 	wantState(t, j, job.StateCompleted)
-	if j.FinalizedAt == nil || !j.FinalizedAt.Equal(done) || string(j.Output) != `{"ok": true}` || j.LeaseExpiresAt != nil {
-		t.Fatalf("completed job %+v", j)
+	if j.ID != l.ID || j.Kind != "k" || j.Queue != job.DefaultQueue || j.Attempt != 1 ||
+		j.FinalizedAt == nil || !j.FinalizedAt.Equal(done) || string(j.Output) != `{"ok": true}` {
+		t.Fatalf("Complete returned %+v", j)
+	}
+	if g := b.get(l.ID); g.State != job.StateCompleted || !g.FinalizedAt.Equal(done) ||
+		string(g.Output) != `{"ok": true}` || g.LeaseExpiresAt != nil || string(g.Args) != `{"n":1}` {
+		t.Fatalf("stored completed job %+v", g)
 	}
 	again, err := b.complete(done.Add(time.Second), l.ID, l.LeaseToken, `{"other":1}`)
 	if err != nil {
