@@ -43,7 +43,8 @@ type Config struct {
 	// unless a server or another client on the same store runs them.
 	NoMaintenance bool
 	// Retention of finished jobs for the pruner; zero fields take the
-	// defaults (completed: a day; cancelled and discarded: a week).
+	// defaults (completed: a day; cancelled and discarded: a week) and
+	// negative ones keep those jobs forever.
 	Retention Retention
 	// Logger receives the client's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -55,7 +56,8 @@ type QueueConfig struct {
 	MaxWorkers int
 }
 
-// Retention says how long finished jobs are kept before pruning.
+// Retention says how long finished jobs are kept before pruning. A zero
+// field takes the default; a negative one keeps those jobs forever.
 type Retention struct {
 	Completed time.Duration
 	Cancelled time.Duration

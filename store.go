@@ -27,8 +27,8 @@ type EmbeddedOptions struct {
 	// NoSync skips fsync at commit: an acknowledged job survives a crash of
 	// the process but may be lost if the machine loses power. For tests.
 	NoSync bool
-	// Logger receives the store's and engine's logs; nil means
-	// slog.Default().
+	// Logger receives the engine's logs (for example rescued leases);
+	// nil means slog.Default().
 	Logger *slog.Logger
 }
 

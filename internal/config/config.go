@@ -157,8 +157,8 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log_format %q: want json or text", c.LogFormat))
 	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, errors.New("shutdown_timeout must be positive"))
+	if c.ShutdownTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("shutdown_timeout %s: want at least 100ms (give a unit, as in \"30s\": a bare number means nanoseconds)", c.ShutdownTimeout))
 	}
 	if c.MaxArgsBytes < 1024 || c.MaxArgsBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("max_args_bytes %d: want 1024 to %d", c.MaxArgsBytes, 64<<20))
@@ -166,9 +166,15 @@ func (c *Config) Validate() error {
 	if c.LeaseFor < time.Second || c.LeaseFor > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("lease_for %s: want 1s to 24h", c.LeaseFor))
 	}
-	for name, d := range map[string]time.Duration{"retain_completed": c.RetainCompleted, "retain_cancelled": c.RetainCancelled, "retain_discarded": c.RetainDiscarded} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+	for _, r := range []struct {
+		name string
+		d    time.Duration
+	}{{"retain_completed", c.RetainCompleted}, {"retain_cancelled", c.RetainCancelled}, {"retain_discarded", c.RetainDiscarded}} {
+		switch {
+		case r.d < 0:
+			errs = append(errs, fmt.Errorf("%s must not be negative", r.name))
+		case r.d > 0 && r.d < time.Second:
+			errs = append(errs, fmt.Errorf("%s %s: want 0 (keep forever) or at least 1s (give a unit, as in \"24h\": a bare number means nanoseconds)", r.name, r.d))
 		}
 	}
 	return errors.Join(errs...)

@@ -37,6 +37,9 @@
 // nothing. Repeating a settle with the token that performed it returns the
 // job as it is, so a worker whose response was lost may safely retry.
 //
-// At most one live lease exists per job; a second execution of a job can
-// only start after its first lease expired.
+// At most one live lease exists per job. A second execution of a job
+// starts only after its first lease ended: it expired and was rescued, or
+// an operator cancelled and then retried the job. The first execution may
+// still be running then (its worker may not know yet), which is why
+// delivery is at least once and why its late settle is refused.
 package engine

@@ -418,6 +418,7 @@ func (e *Engine) ResumeQueue(ctx context.Context, queue string) error {
 // Promote makes due scheduled and retryable jobs available, in batches of
 // limit, and wakes waiting leases. It returns how many it promoted.
 func (e *Engine) Promote(ctx context.Context, limit int) (int, error) {
+	limit = max(limit, 1)
 	total := 0
 	for {
 		counts, err := e.store.Promote(ctx, store.PromoteParams{Now: e.Now(), Limit: limit})
@@ -439,6 +440,7 @@ func (e *Engine) Promote(ctx context.Context, limit int) (int, error) {
 // Rescue re-delivers jobs whose lease expired, in batches of limit, and
 // returns how many it rescued.
 func (e *Engine) Rescue(ctx context.Context, limit int) (int, error) {
+	limit = max(limit, 1)
 	total := 0
 	for {
 		jobs, err := e.store.Rescue(ctx, store.RescueParams{Now: e.Now(), Limit: limit})
@@ -463,6 +465,7 @@ func (e *Engine) Rescue(ctx context.Context, limit int) (int, error) {
 // Prune deletes jobs in the given final states finalized before before,
 // in batches of limit, and returns how many it deleted.
 func (e *Engine) Prune(ctx context.Context, before time.Time, states []job.State, limit int) (int, error) {
+	limit = max(limit, 1)
 	total := 0
 	for {
 		n, err := e.store.Prune(ctx, store.PruneParams{Before: before, States: states, Limit: limit})

@@ -5,8 +5,8 @@
 // lifecycle of Service.
 //
 // With the embedded store one process owns the data, so its services always
-// run. With a shared store only the cluster's leader runs them (package
-// leader, with the PostgreSQL store).
+// run. With a shared store only the cluster's leader will run them (leader
+// election comes with the PostgreSQL store, issue #4).
 package maintenance
 
 import (

@@ -340,17 +340,25 @@ func (s *Store) Close() error {
 
 func (s *Store) closeDBs() error {
 	var errs []error
+	// Readers first, so that the writer is the last connection: it can
+	// then fold the WAL into the database file, leaving drover.db
+	// complete on its own after a clean stop.
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
 	if s.stmts != nil {
 		errs = append(errs, s.stmts.close())
 	}
 	if s.wconn != nil {
+		if s.failed.Load() == nil {
+			if _, err := s.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+				errs = append(errs, fmt.Errorf("checkpoint: %w", err))
+			}
+		}
 		errs = append(errs, s.wconn.Close())
 	}
 	if s.wdb != nil {
 		errs = append(errs, s.wdb.Close())
-	}
-	if s.rdb != nil {
-		errs = append(errs, s.rdb.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -1,10 +1,15 @@
 package sqlitestore_test
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 	"github.com/droverhq/drover/internal/store/storetest"
@@ -21,3 +26,61 @@ func open(t testing.TB) store.Store {
 }
 
 func TestConformance(t *testing.T) { storetest.Run(t, open) }
+
+// TestCleanCloseLeavesSelfContainedFile checks that after Close the
+// database file alone holds every job: the WAL was folded in, so copying
+// drover.db (a backup while stopped) loses nothing.
+func TestCleanCloseLeavesSelfContainedFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := sqlitestore.Open(dir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := job.Spec{Kind: "k"}
+	in, err := sp.Prepare(time.Now(), job.Limits{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Insert(t.Context(), store.InsertParams{Now: time.Now(), Jobs: []*job.Insert{in}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, sqlitestore.DBFile+"-wal")); err == nil && fi.Size() > 0 {
+		t.Fatalf("WAL still holds %d bytes after a clean close", fi.Size())
+	}
+	copyDir := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(dir, sqlitestore.DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(copyDir, sqlitestore.DBFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sqlitestore.Open(copyDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Get(t.Context(), res[0].Job.ID); err != nil {
+		t.Fatalf("job missing from a copy of drover.db alone: %v", err)
+	}
+}
+
+// TestSecondOpenIsRefused checks that one process (here, one Store) owns
+// a data directory.
+func TestSecondOpenIsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := sqlitestore.Open(dir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := sqlitestore.Open(dir, sqlitestore.Options{}); !errors.Is(err, sqlitestore.ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+}

@@ -105,6 +105,41 @@ func Bench(b *testing.B, f Factory) {
 			b.ReportMetric(float64(done)/b.Elapsed().Seconds(), "jobs/s")
 		})
 	}
+	// Lease cost must not grow with the number of jobs stored: the same
+	// lease+complete with 10 thousand and 1 million jobs waiting in the
+	// same queue.
+	for _, stored := range []int{10_000, 1_000_000} {
+		b.Run(fmt.Sprintf("LeaseCompleteStored/stored=%d", stored), func(b *testing.B) {
+			s := f(b)
+			defer s.Close()
+			ins := benchInserts(b, 1000, time.Now())
+			// What the loop consumes comes on top, so at least stored jobs
+			// wait throughout.
+			for range (stored+10*b.N)/1000 + 1 {
+				if _, err := s.Insert(ctx, store.InsertParams{Now: time.Now(), Jobs: ins}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			done := 0
+			for range b.N {
+				jobs, err := s.Lease(ctx, store.LeaseParams{Now: time.Now(), Queues: []string{"default"}, Limit: 10, LeaseFor: time.Minute})
+				if err != nil || len(jobs) == 0 {
+					b.Fatal("lease:", err, len(jobs))
+				}
+				cs := make([]store.CompleteJob, len(jobs))
+				for i, j := range jobs {
+					cs[i] = store.CompleteJob{ID: j.ID, LeaseToken: j.LeaseToken}
+				}
+				if _, err := s.Complete(ctx, store.CompleteParams{Now: time.Now(), Jobs: cs}); err != nil {
+					b.Fatal(err)
+				}
+				done += len(jobs)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(done), "µs/job")
+		})
+	}
 	b.Run("LeaseCompleteParallel100", func(b *testing.B) {
 		s := f(b)
 		defer s.Close()
