@@ -17,7 +17,11 @@ import (
 func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.InsertResult, error) {
 	now := job.Truncate(p.Now)
 	var out []store.InsertResult
-	err := s.write(ctx, func(w *wtx) error {
+	write := s.write
+	if len(p.Jobs) <= insertRowsPerStmt && allPlain(p.Jobs) {
+		write = s.writeAtomic // one multi-row INSERT
+	}
+	err := write(ctx, func(w *wtx) error {
 		out = make([]store.InsertResult, len(p.Jobs))
 		// Runs of plain jobs (not unique, no dependencies) go in
 		// multi-row statements; the others one by one, in order.
@@ -42,6 +46,16 @@ func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inser
 		return nil, err
 	}
 	return out, nil
+}
+
+// allPlain reports whether no job is unique or has dependencies.
+func allPlain(ins []*job.Insert) bool {
+	for _, in := range ins {
+		if in.UniqueKey != "" || len(in.DependsOn) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // insertRowsPerStmt is how many jobs one multi-row INSERT carries.

@@ -25,6 +25,8 @@ type stmts struct {
 	dropDeps     *sql.Stmt
 	depDone      *sql.Stmt
 	heartbeat    *sql.Stmt
+
+	begin, commit, savepoint, release, rollbackTo *sql.Stmt
 }
 
 // settledCols is what a completion returns (see scanSettled).
@@ -44,6 +46,11 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 		}
 		*dst = st
 	}
+	p(&s.begin, `BEGIN IMMEDIATE`)
+	p(&s.commit, `COMMIT`)
+	p(&s.savepoint, `SAVEPOINT op`)
+	p(&s.release, `RELEASE op`)
+	p(&s.rollbackTo, `ROLLBACK TO op`)
 	p(&s.byUnique, `SELECT `+jobCols+` FROM jobs WHERE unique_key = ?`)
 	p(&s.depState, `SELECT state FROM jobs WHERE id = ?`)
 	p(&s.insertDep, `INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)`)
@@ -88,7 +95,7 @@ func (s *stmts) close() error {
 	}
 	for _, st := range []*sql.Stmt{s.byUnique, s.depState, s.insertDep, s.leaseQueue,
 		s.candidates, s.leaseIDs, s.complete, s.completeMany, s.settleState, s.get, s.dependants, s.dropDeps,
-		s.depDone, s.heartbeat} {
+		s.depDone, s.heartbeat, s.begin, s.commit, s.savepoint, s.release, s.rollbackTo} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -15,6 +15,10 @@ type op struct {
 	fn   func(w *wtx) error
 	err  error
 	done chan struct{}
+	// atomic marks an op that makes at most one statement's changes, which
+	// SQLite applies whole or not at all, so it needs no savepoint. Any
+	// error from it fails the whole batch.
+	atomic bool
 
 	deltas []countDelta
 	after  []func()
@@ -53,13 +57,23 @@ func (w *wtx) after(f func()) { w.cur.after = append(w.cur.after, f) }
 // write runs fn in the next group transaction and returns once that
 // transaction is durable (or failed).
 func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
+	return s.submit(ctx, fn, false)
+}
+
+// writeAtomic is write for an fn that runs at most one changing statement
+// and fails only when SQLite does (see op.atomic).
+func (s *Store) writeAtomic(ctx context.Context, fn func(w *wtx) error) error {
+	return s.submit(ctx, fn, true)
+}
+
+func (s *Store) submit(ctx context.Context, fn func(w *wtx) error, atomic bool) error {
 	if s.closed.Load() {
 		return fmt.Errorf("store closed: %w", job.ErrUnavailable)
 	}
 	if p := s.failed.Load(); p != nil {
 		return fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p)
 	}
-	o := &op{ctx: ctx, fn: fn, done: make(chan struct{})}
+	o := &op{ctx: ctx, fn: fn, done: make(chan struct{}), atomic: atomic}
 	select {
 	case s.reqs <- o:
 	case <-s.quit:
@@ -137,7 +151,8 @@ func (s *Store) commit(batch []*op) {
 	}
 	ctx := context.Background()
 	c := s.wconn
-	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	st := s.stmts
+	if _, err := st.begin.ExecContext(ctx); err != nil {
 		s.failBatch(batch, fmt.Errorf("begin: %w", err))
 		return
 	}
@@ -149,8 +164,9 @@ func (s *Store) commit(batch []*op) {
 			o.err = err
 			continue
 		}
-		if multi {
-			if _, err := c.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		savepoint := multi && !o.atomic
+		if savepoint {
+			if _, err := st.savepoint.ExecContext(ctx); err != nil {
 				o.err = fmt.Errorf("savepoint: %w", err)
 				continue
 			}
@@ -159,10 +175,20 @@ func (s *Store) commit(batch []*op) {
 		o.err = o.fn(w)
 		if o.err != nil {
 			o.deltas, o.after = nil, nil
-			if multi {
-				_, rerr := c.ExecContext(ctx, "ROLLBACK TO op")
+			if o.atomic && multi {
+				// Without a savepoint the others' changes cannot be
+				// kept apart from whatever SQLite undid: fail them all.
+				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting o.err
+				if isIOError(o.err) {
+					s.poison(o.err)
+				}
+				s.failBatch(batch, o.err)
+				return
+			}
+			if savepoint {
+				_, rerr := st.rollbackTo.ExecContext(ctx)
 				if rerr == nil {
-					_, rerr = c.ExecContext(ctx, "RELEASE op")
+					_, rerr = st.release.ExecContext(ctx)
 				}
 				if rerr != nil {
 					// The transaction is in an unknown state: give it up.
@@ -182,8 +208,8 @@ func (s *Store) commit(batch []*op) {
 			continue
 		}
 		ok++
-		if multi {
-			if _, err := c.ExecContext(ctx, "RELEASE op"); err != nil {
+		if savepoint {
+			if _, err := st.release.ExecContext(ctx); err != nil {
 				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting err
 				s.failBatch(batch, fmt.Errorf("release savepoint: %w", err))
 				return
@@ -196,7 +222,7 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
-	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+	if _, err := st.commit.ExecContext(ctx); err != nil {
 		// The commit may or may not have reached the disk. Refuse to
 		// acknowledge anything more until the store is reopened and the
 		// state rebuilt from what the disk really holds.
