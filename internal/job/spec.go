@@ -221,8 +221,14 @@ func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage,
 	if !json.Valid(raw) {
 		return nil, invalid(field, "not valid JSON")
 	}
-	if d := jsonDepth(raw); d > MaxJSONDepth {
+	d, spaced := jsonShape(raw)
+	if d > MaxJSONDepth {
 		return nil, invalid(field, "nested %d deep, at most %d allowed", d, MaxJSONDepth)
+	}
+	if !spaced {
+		// Already compact (as json.Marshal writes it): just copy, so the
+		// result never aliases the caller's buffer.
+		return append(json.RawMessage(nil), raw...), nil
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(raw))
@@ -237,9 +243,10 @@ func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage,
 // which JSON does not allow, and so accept such input as empty (null).
 func trimJSONSpace(b []byte) []byte { return bytes.Trim(b, " \t\r\n") }
 
-// jsonDepth returns the deepest nesting of arrays and objects in valid JSON.
-func jsonDepth(raw []byte) int {
-	depth, max := 0, 0
+// jsonShape returns the deepest nesting of arrays and objects in valid
+// JSON, and whether it has white space outside strings (is not compact).
+func jsonShape(raw []byte) (max int, spaced bool) {
+	depth := 0
 	inString, escaped := false, false
 	for _, c := range raw {
 		switch {
@@ -261,9 +268,11 @@ func jsonDepth(raw []byte) int {
 			}
 		case c == ']' || c == '}':
 			depth--
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			spaced = true
 		}
 	}
-	return max
+	return max, spaced
 }
 
 // uniqueKey computes the stored unique key: a SHA-256 over the kind, the
