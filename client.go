@@ -152,11 +152,20 @@ func (c *Client) Insert(ctx context.Context, args JobArgs, opts *InsertOpts) (*I
 func (c *Client) InsertMany(ctx context.Context, params []InsertManyParams) ([]*InsertResult, error) {
 	specs := make([]job.Spec, len(params))
 	for i, p := range params {
+		// Fields are prefixed "jobs[i]." in a batch, as the engine does.
+		prefix := ""
+		if len(params) > 1 {
+			prefix = fmt.Sprintf("jobs[%d].", i)
+		}
 		if p.Args == nil {
-			return nil, &job.ValidationError{Field: fmt.Sprintf("jobs[%d].args", i), Message: "is nil"}
+			return nil, &job.ValidationError{Field: prefix + "args", Message: "is nil"}
 		}
 		sp, err := toSpec(p.Args, p.Opts)
 		if err != nil {
+			var ve *job.ValidationError
+			if errors.As(err, &ve) {
+				ve.Field = prefix + ve.Field
+			}
 			return nil, err
 		}
 		specs[i] = sp

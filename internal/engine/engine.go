@@ -182,7 +182,11 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 	p := store.LeaseParams{Queues: r.Queues, Limit: r.Max, LeaseFor: r.LeaseFor, Worker: r.Worker}
 	if wait <= 0 {
 		p.Now = e.Now()
-		return e.store.Lease(ctx, p)
+		jobs, err := e.store.Lease(ctx, p)
+		if err == nil && jobs == nil {
+			jobs = []*job.Job{} // "no jobs", never null on the wire
+		}
+		return jobs, err
 	}
 	w := e.notify.register(r.Queues)
 	defer e.notify.unregister(w)

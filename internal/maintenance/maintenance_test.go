@@ -124,10 +124,11 @@ func TestPromoterMakesDueJobsAvailable(t *testing.T) {
 	j := enqueue(t, e, job.Spec{Kind: "k", Delay: time.Hour})
 	p := NewPromoter(e, time.Hour, quiet)
 
-	// Start runs the task at once and Stop waits for it: the job was
-	// looked at and is not due yet.
-	start(t, p)
-	p.Stop()
+	// One pass, run here so that it is over when it returns: the job is
+	// not due yet.
+	if n, err := p.task(t.Context()); err != nil || n != 0 {
+		t.Fatalf("pass before run_at = %d, %v; want 0", n, err)
+	}
 	if got := get(t, e, j.ID); got.State != job.StateScheduled {
 		t.Fatalf("job is %s before its run_at, want scheduled", got.State)
 	}
@@ -146,8 +147,9 @@ func TestLeaseRescuerRedeliversExpiredLeases(t *testing.T) {
 	leased := leaseOne(t, e, 10*time.Second)
 	r := NewLeaseRescuer(e, time.Hour, quiet)
 
-	start(t, r)
-	r.Stop()
+	if n, err := r.task(t.Context()); err != nil || n != 0 {
+		t.Fatalf("pass with a live lease = %d, %v; want 0", n, err)
+	}
 	if got := get(t, e, leased.ID); got.State != job.StateRunning {
 		t.Fatalf("job with a live lease is %s, want running", got.State)
 	}
@@ -189,24 +191,37 @@ func TestPrunerHonoursRetention(t *testing.T) {
 	}
 
 	p := NewPruner(e, Retention{Completed: time.Hour, Cancelled: 24 * time.Hour, Discarded: 0}, time.Hour, quiet)
+	// Passes run here, so that each is over when it returns.
 	c.Advance(2 * time.Hour)
-	start(t, p)
-	waitJob(t, e, p, done.ID, "pruned", func(_ *job.Job, err error) bool {
-		return errors.Is(err, job.ErrNotFound)
-	})
-	// Stop waits for the pass that deleted it, which also looked at the
-	// other states.
-	p.Stop()
+	if n, err := p.task(t.Context()); err != nil || n != 1 {
+		t.Fatalf("pass after 2h = %d, %v; want 1 (the completed job)", n, err)
+	}
+	if _, err := e.Get(t.Context(), done.ID); !errors.Is(err, job.ErrNotFound) {
+		t.Fatalf("completed job past its retention: Get err = %v, want ErrNotFound", err)
+	}
 	get(t, e, cancelled.ID) // within its retention
 	get(t, e, dead.ID)      // zero retention keeps it
 
 	c.Advance(24 * time.Hour)
+	if n, err := p.task(t.Context()); err != nil || n != 1 {
+		t.Fatalf("pass after 26h = %d, %v; want 1 (the cancelled job)", n, err)
+	}
+	if _, err := e.Get(t.Context(), cancelled.ID); !errors.Is(err, job.ErrNotFound) {
+		t.Fatalf("cancelled job past its retention: Get err = %v, want ErrNotFound", err)
+	}
+	get(t, e, dead.ID)
+
+	// The service runs the same pass on its own.
+	enqueue(t, e, job.Spec{Kind: "k"})
+	late := leaseOne(t, e, 0)
+	if _, err := e.Complete(t.Context(), late.ID, late.LeaseToken, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(2 * time.Hour)
 	start(t, p)
-	waitJob(t, e, p, cancelled.ID, "pruned", func(_ *job.Job, err error) bool {
+	waitJob(t, e, p, late.ID, "pruned", func(_ *job.Job, err error) bool {
 		return errors.Is(err, job.ErrNotFound)
 	})
-	p.Stop()
-	get(t, e, dead.ID)
 }
 
 func TestServiceLifecycle(t *testing.T) {

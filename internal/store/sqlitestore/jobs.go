@@ -22,6 +22,7 @@ func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inser
 		write = s.writeAtomic // one multi-row INSERT
 	}
 	err := write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		out = make([]store.InsertResult, len(p.Jobs))
 		// Runs of plain jobs (not unique, no dependencies) go in
 		// multi-row statements; the others one by one, in order.
@@ -226,6 +227,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, err
 	exp := micros(now.Add(p.LeaseFor))
 	var out []*job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		st := s.stmts
 		queues := make([]string, 0, len(p.Queues))
 		for _, q := range p.Queues {
@@ -353,6 +355,7 @@ func (s *Store) Heartbeat(ctx context.Context, p store.HeartbeatParams) (*job.Jo
 	now := job.Truncate(p.Now)
 	var out *job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		jobs, err := queryJobs(ctx, s.stmts.heartbeat, micros(now.Add(p.LeaseFor)), int64(p.ID), p.LeaseToken)
 		if err != nil {
 			return err
@@ -372,6 +375,7 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.S
 	now := job.Truncate(p.Now)
 	out := make([]store.SettleResult, len(p.Jobs))
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		// Jobs without output complete in one statement; the rest, and
 		// those the statement did not match (to learn why), one by one.
 		var plain []int
@@ -540,6 +544,7 @@ func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) 
 	now := job.Truncate(p.Now)
 	var out *job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		j, live, err := w.runningJob(ctx, p.ID, p.LeaseToken, "fail")
 		if err != nil || !live {
 			out = j
@@ -620,6 +625,7 @@ func (s *Store) Snooze(ctx context.Context, p store.SnoozeParams) (*job.Job, err
 	now := job.Truncate(p.Now)
 	var out *job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		j, live, err := w.runningJob(ctx, p.ID, p.LeaseToken, "snooze")
 		if err != nil || !live {
 			out = j
@@ -637,6 +643,7 @@ func (s *Store) Cancel(ctx context.Context, p store.CancelParams) (*job.Job, err
 	now := job.Truncate(p.Now)
 	var out *job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		j, err := w.get(ctx, p.ID)
 		if err != nil {
 			return err
@@ -686,6 +693,7 @@ func (s *Store) Retry(ctx context.Context, p store.RetryParams) (*job.Job, error
 	now := job.Truncate(p.Now)
 	var out *job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		j, err := w.get(ctx, p.ID)
 		if err != nil {
 			return err
@@ -720,6 +728,7 @@ func (s *Store) Retry(ctx context.Context, p store.RetryParams) (*job.Job, error
 // Delete implements store.Store.
 func (s *Store) Delete(ctx context.Context, p store.DeleteParams) error {
 	return s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		j, err := w.get(ctx, p.ID)
 		if err != nil {
 			return err
@@ -833,6 +842,7 @@ func (s *Store) Promote(ctx context.Context, p store.PromoteParams) (map[string]
 	now := job.Truncate(p.Now)
 	out := map[string]int{}
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		clear(out)
 		rows, err := s.wconn.QueryContext(ctx, `SELECT id, queue, state FROM jobs
 			WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= ? ORDER BY scheduled_at LIMIT ?`,
@@ -882,6 +892,7 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 	now := job.Truncate(p.Now)
 	var out []*job.Job
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		out = nil
 		rows, err := s.wconn.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs
 			WHERE state = 'running' AND state <> 'available' AND lease_expires_at < ? ORDER BY id LIMIT ?`,
@@ -925,6 +936,7 @@ func (s *Store) Prune(ctx context.Context, p store.PruneParams) (int, error) {
 	}
 	n := 0
 	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		n = 0
 		for _, st := range states {
 			// Finished jobs are scanned in id order, a window of Limit at a
@@ -963,6 +975,7 @@ func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) er
 		return &job.ValidationError{Field: "queue", Message: err.Error()}
 	}
 	return s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
 		_, err := s.wconn.ExecContext(ctx, `INSERT INTO queues (name, paused, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
 			p.Queue, p.Paused, micros(job.Truncate(p.Now)))

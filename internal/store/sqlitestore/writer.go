@@ -35,6 +35,12 @@ type countDelta struct {
 type wtx struct {
 	s   *Store
 	cur *op
+	// ctx is the context of every statement in the group transaction. It
+	// is never the caller's: a caller that gives up while its statement
+	// runs would make the driver interrupt it, and SQLite then rolls back
+	// the whole transaction, taking the other callers' work with it. A
+	// caller's context is checked before its request starts instead.
+	ctx context.Context
 }
 
 // move records that a job of queue went from one state to another; a zero
@@ -156,7 +162,7 @@ func (s *Store) commit(batch []*op) {
 		s.failBatch(batch, fmt.Errorf("begin: %w", err))
 		return
 	}
-	w := &wtx{s: s}
+	w := &wtx{s: s, ctx: context.Background()}
 	multi := len(batch) > 1
 	ok := 0
 	for _, o := range batch {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,7 @@ func Run(t *testing.T, f Factory) {
 		{"UniqueRacingInserts", testUniqueRacing},
 		{"DependenciesWaitForCompletion", testDependencies},
 		{"DependencyMustExist", testDependencyMustExist},
+		{"CallerGivingUpHarmsNoOne", testCallerGivesUp},
 		{"ClosedStoreUnavailable", testClosed},
 	}
 	for _, tt := range tests {
@@ -905,4 +907,29 @@ func testClosed(t *testing.T, b *bundle) {
 	_, err = b.s.Lease(b.ctx, store.LeaseParams{Now: T0, Queues: []string{"default"}, Limit: 1, LeaseFor: time.Second})
 	wantErr(t, err, job.ErrUnavailable)
 	wantErr(t, b.s.Ping(b.ctx), job.ErrUnavailable)
+}
+
+// testCallerGivesUp cancels callers at random moments while their requests
+// run: a caller that gives up may or may not see its request done, but it
+// must never break the store for the next caller. (An earlier sqlitestore
+// let the driver interrupt a statement of the shared transaction.)
+func testCallerGivesUp(t *testing.T, b *bundle) {
+	specs := make([]job.Spec, 1000)
+	for i := range specs {
+		specs[i] = spec("k")
+	}
+	for range 10 {
+		b.insert(specs...)
+	}
+	for i := range 60 {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Duration(i%15)*100*time.Microsecond)
+		b.s.Lease(ctx, store.LeaseParams{Now: T0, Queues: []string{job.DefaultQueue}, Limit: 150, LeaseFor: time.Minute}) //nolint:errcheck // either outcome is fine
+		cancel()
+		if _, err := b.tryInsert(T0, spec("after")); err != nil {
+			t.Fatalf("after a caller gave up (round %d), the next insert failed: %v", i, err)
+		}
+	}
+	if err := b.s.Ping(b.ctx); err != nil {
+		t.Fatalf("Ping after cancelled callers: %v", err)
+	}
 }
