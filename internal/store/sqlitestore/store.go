@@ -109,6 +109,9 @@ type Store struct {
 	// disk; once set, every write is refused until the store is reopened.
 	failed atomic.Pointer[error]
 
+	// Counters for Stats.
+	commits, requests atomic.Int64
+
 	// Writer-owned state, read by others under mu.
 	mu       sync.Mutex
 	counts   map[string]map[job.State]int
@@ -361,6 +364,20 @@ func (s *Store) closeDBs() error {
 		errs = append(errs, s.wdb.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Stats counts the work of the writer since Open.
+type Stats struct {
+	// Requests is how many write requests were run.
+	Requests int64
+	// Commits is how many transactions were committed (each one fsync).
+	// Requests/Commits is the group commit's average batch.
+	Commits int64
+}
+
+// Stats returns the writer's counters.
+func (s *Store) Stats() Stats {
+	return Stats{Requests: s.requests.Load(), Commits: s.commits.Load()}
 }
 
 // Dir returns the data directory.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,4 +84,50 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	if _, err := sqlitestore.Open(dir, sqlitestore.Options{}); !errors.Is(err, sqlitestore.ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
+}
+
+// TestGroupCommitSharesTransactions checks that concurrent writers share
+// commits (and so fsyncs) instead of taking one each.
+func TestGroupCommitSharesTransactions(t *testing.T) {
+	t.Parallel()
+	s, err := sqlitestore.Open(t.TempDir(), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const writers, each = 50, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				sp := job.Spec{Kind: "k"}
+				in, err := sp.Prepare(time.Now(), job.Limits{}, "")
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := s.Insert(t.Context(), store.InsertParams{Now: time.Now(), Jobs: []*job.Insert{in}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Requests != writers*each {
+		t.Fatalf("%d requests counted, want %d", st.Requests, writers*each)
+	}
+	// Each commit fsyncs, so while one syncs the other writers queue up.
+	if st.Commits*2 > st.Requests {
+		t.Fatalf("%d commits for %d requests: writers did not share commits", st.Commits, st.Requests)
+	}
+	t.Logf("%d requests in %d commits (%.1f per commit)", st.Requests, st.Commits, float64(st.Requests)/float64(st.Commits))
 }

@@ -237,6 +237,8 @@ func (s *Store) commit(batch []*op) {
 		s.failBatch(batch, fmt.Errorf("commit: %w", err))
 		return
 	}
+	s.commits.Add(1)
+	s.requests.Add(int64(len(batch)))
 	s.mu.Lock()
 	for _, o := range batch {
 		if o.err != nil {
