@@ -87,6 +87,7 @@ type PanicError struct {
 	Stack string
 }
 
+// Error implements error.
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 
 // asControl classifies a worker's error.

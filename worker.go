@@ -26,6 +26,7 @@ func WorkFunc[T JobArgs](f func(ctx context.Context, job *Job[T]) error) Worker[
 
 type workFunc[T JobArgs] func(ctx context.Context, job *Job[T]) error
 
+// Work implements Worker.
 func (f workFunc[T]) Work(ctx context.Context, j *Job[T]) error { return f(ctx, j) }
 
 // WorkerOpts tune one kind's worker.
