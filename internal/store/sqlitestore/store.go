@@ -169,7 +169,7 @@ func (s *Store) open() error {
 	wq.Add("_pragma", "foreign_keys(OFF)")
 	wq.Add("_pragma", "temp_store(MEMORY)")
 	var err error
-	s.wdb, err = sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
+	s.wdb, err = sql.Open("sqlite", fileURI(path, wq))
 	if err != nil {
 		return err
 	}
@@ -199,13 +199,24 @@ func (s *Store) open() error {
 	rq.Add("_pragma", "busy_timeout(10000)")
 	rq.Add("_pragma", "query_only(1)")
 	rq.Add("_pragma", "cache_size(-4096)")
-	s.rdb, err = sql.Open("sqlite", "file:"+path+"?"+rq.Encode())
+	s.rdb, err = sql.Open("sqlite", fileURI(path, rq))
 	if err != nil {
 		return err
 	}
 	s.rdb.SetMaxOpenConns(s.opts.ReadConns)
 	s.rdb.SetMaxIdleConns(s.opts.ReadConns)
 	return s.rdb.PingContext(ctx)
+}
+
+// fileURI builds the SQLite URI for path. The path is escaped: SQLite
+// reads "file:" names as URIs, so a directory with "#" or "?" in its name
+// would otherwise open a different, shortened path.
+func fileURI(path string, q url.Values) string {
+	p := filepath.ToSlash(path)
+	if filepath.VolumeName(path) != "" {
+		p = "/" + p // file:/C:/dir/drover.db on Windows
+	}
+	return "file:" + (&url.URL{Path: p}).EscapedPath() + "?" + q.Encode()
 }
 
 // checkIntegrity runs SQLite's quick_check so that a corrupt file is

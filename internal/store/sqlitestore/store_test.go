@@ -131,3 +131,44 @@ func TestGroupCommitSharesTransactions(t *testing.T) {
 	}
 	t.Logf("%d requests in %d commits (%.1f per commit)", st.Requests, st.Commits, float64(st.Requests)/float64(st.Commits))
 }
+
+// TestDataDirWithURICharacters checks that a directory name with "#", "?"
+// or "%" opens that directory, not a shortened path that another store
+// could share.
+func TestDataDirWithURICharacters(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	dirs := []string{filepath.Join(base, "a#1"), filepath.Join(base, "a#2"), filepath.Join(base, "b?x=1"), filepath.Join(base, "c%20d")}
+	for _, dir := range dirs {
+		s, err := sqlitestore.Open(dir, sqlitestore.Options{NoSync: true})
+		if err != nil {
+			t.Fatalf("Open(%q): %v", dir, err)
+		}
+		sp := job.Spec{Kind: "k"}
+		in, _ := sp.Prepare(time.Now(), job.Limits{}, "")
+		if _, err := s.Insert(t.Context(), store.InsertParams{Now: time.Now(), Jobs: []*job.Insert{in}}); err != nil {
+			t.Fatal(err)
+		}
+		qs, err := s.Queues(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := qs[0].Counts[job.StateAvailable]; n != 1 {
+			t.Fatalf("store in %q holds %d jobs, want its own 1 (it shares a file with another)", dir, n)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, sqlitestore.DBFile)); err != nil {
+			t.Fatalf("no database file inside %q: %v", dir, err)
+		}
+	}
+	entries, _ := os.ReadDir(base)
+	if len(entries) != len(dirs) {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("base holds %v, want only the %d data directories", names, len(dirs))
+	}
+}
