@@ -240,7 +240,12 @@ func (c *Client) Start(ctx context.Context) error {
 	}
 	c.complete = make(chan engine.Completion, total)
 	c.compStop, c.compDone = make(chan struct{}), make(chan struct{})
-	go c.completer()
+	var comps sync.WaitGroup
+	for range completers {
+		comps.Add(1)
+		go func() { defer comps.Done(); c.completer() }()
+	}
+	go func() { comps.Wait(); close(c.compDone) }()
 	c.hbStop, c.hbDone = make(chan struct{}), make(chan struct{})
 	go c.heartbeater()
 	for q, qc := range c.cfg.Queues {
@@ -507,8 +512,12 @@ func (c *Client) settleError(row *job.Job, entry *workerEntry, err error) {
 }
 
 // completer batches completions from all workers into few store calls.
+// completers is how many goroutines flush completions. With more than
+// one, a batch gathers while another waits for its commit, so the store's
+// writer always has the next batch queued.
+const completers = 2
+
 func (c *Client) completer() {
-	defer close(c.compDone)
 	batch := make([]engine.Completion, 0, 1024)
 	for {
 		stopping := false
