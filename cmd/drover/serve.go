@@ -29,6 +29,7 @@ wins over the file. SIGTERM or SIGINT stops it gracefully.`,
 			if err != nil {
 				return &usageError{err}
 			}
+			cfg.Version = version
 			log, err := newLogger(cfg, os.Stderr)
 			if err != nil {
 				return &usageError{err}

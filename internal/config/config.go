@@ -47,6 +47,9 @@ type Config struct {
 	RetainCompleted time.Duration `koanf:"retain_completed"`
 	RetainCancelled time.Duration `koanf:"retain_cancelled"`
 	RetainDiscarded time.Duration `koanf:"retain_discarded"`
+	// Version is the running binary's version, shown in the API document;
+	// set by the command, not by users.
+	Version string `koanf:"-"`
 	// NoSync turns off fsync on commit (tests and benchmarks only: an
 	// acknowledged write may be lost on power failure).
 	NoSync bool `koanf:"unsafe_no_sync"`

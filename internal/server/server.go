@@ -18,6 +18,7 @@ import (
 
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/httpapi"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/maintenance"
 	"github.com/droverhq/drover/internal/store"
@@ -71,6 +72,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}, 0, log),
 	}
 	s.routes()
+	httpapi.New(s.mux, eng, httpapi.Options{MaxArgsBytes: cfg.MaxArgsBytes, Logger: log, Version: cfg.Version})
 	return s, nil
 }
 

@@ -1,0 +1,94 @@
+// Package httpapi is Drover's REST face: the routes of the v1 contract,
+// described by the OpenAPI 3.1 document that huma generates from these
+// types and served at /openapi.json. Handlers only translate between HTTP
+// and the engine; no job logic lives here.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/droverhq/drover/internal/engine"
+)
+
+// Options configure the API.
+type Options struct {
+	// Version is the API document's version string.
+	Version string
+	// MaxBodyBytes limits a request body; zero means the engine's args
+	// limit plus 64 KiB for single requests, and 32 MiB for batches.
+	MaxBodyBytes int64
+	// MaxArgsBytes is the engine's args limit, used for the default body
+	// limits.
+	MaxArgsBytes int
+	// Logger receives internal errors in full; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// API is the REST face over one engine.
+type API struct {
+	eng  *engine.Engine
+	opts Options
+	log  *slog.Logger
+	api  huma.API
+}
+
+var hookOnce sync.Once
+
+// New registers every v1 route on mux, with the OpenAPI document at
+// /openapi.json and a reference page at /docs.
+func New(mux *http.ServeMux, eng *engine.Engine, opts Options) *API {
+	hookOnce.Do(hookHumaErrors)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if opts.MaxArgsBytes <= 0 {
+		opts.MaxArgsBytes = 1 << 20
+	}
+	cfg := huma.DefaultConfig("Drover", opts.Version)
+	cfg.Info.Description = "The REST API of Drover, a durable job server. Errors are RFC 9457 problem details with a stable `code`."
+	cfg.DocsPath = "" // the default page loads scripts from a CDN; /docs is ours
+	cfg.SchemasPath = ""
+	cfg.CreateHooks = nil // no $schema links in bodies
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", Description: "A token from `drover token create`."},
+	}
+	a := &API{eng: eng, opts: opts, log: opts.Logger}
+	a.api = humago.New(mux, cfg)
+	a.registerJobs()
+	a.registerWorker()
+	a.registerQueues()
+	mux.HandleFunc("GET /docs", serveDocs)
+	return a
+}
+
+// OpenAPI returns the API's document.
+func (a *API) OpenAPI() *huma.OpenAPI { return a.api.OpenAPI() }
+
+// fail turns an engine error into the response error, logging internal
+// ones in full.
+func (a *API) fail(ctx context.Context, op string, err error) error {
+	p := problemOf(err)
+	if p.Code == "internal" {
+		a.log.ErrorContext(ctx, "request failed", "operation", op, "err", err)
+	}
+	return p
+}
+
+func (a *API) bodyLimit(batch bool) int64 {
+	if a.opts.MaxBodyBytes > 0 {
+		return a.opts.MaxBodyBytes
+	}
+	if batch {
+		return 32 << 20
+	}
+	return int64(a.opts.MaxArgsBytes) + 64<<10
+}

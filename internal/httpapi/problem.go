@@ -1,0 +1,172 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/droverhq/drover/internal/job"
+)
+
+// Problem is an RFC 9457 problem details body. Code is Drover's stable,
+// machine-readable error code (job.Code); Type is a URN made from it.
+type Problem struct {
+	Type   string `json:"type" doc:"A URN naming the problem type: urn:drover:problem:CODE."`
+	Title  string `json:"title" doc:"The HTTP status text."`
+	Status int    `json:"status" doc:"The HTTP status code."`
+	Detail string `json:"detail,omitempty" doc:"What went wrong, for people."`
+	Code   string `json:"code" doc:"Stable machine-readable code: invalid_argument, too_large, not_found, lease_lost, invalid_state, conflict, overloaded, unavailable, unauthorized, forbidden, internal."`
+	// Errors lists individual problems, for example each invalid field.
+	Errors []*huma.ErrorDetail `json:"errors,omitempty" doc:"Individual problems, such as each invalid field."`
+
+	headers http.Header
+}
+
+// Error implements error.
+func (p *Problem) Error() string { return p.Detail }
+
+// GetStatus implements huma.StatusError.
+func (p *Problem) GetStatus() int { return p.Status }
+
+// ContentType implements huma.ContentTypeFilter: problems are
+// application/problem+json.
+func (p *Problem) ContentType(ct string) string {
+	if ct == "application/json" {
+		return "application/problem+json"
+	}
+	return ct
+}
+
+// GetHeaders implements huma.HeadersError.
+func (p *Problem) GetHeaders() http.Header { return p.headers }
+
+// statusOf maps a stable error code to its HTTP status. It is the one
+// place where REST turns Drover's errors into statuses; gRPC and GraphQL
+// map the same codes in theirs.
+func statusOf(code string) int {
+	switch code {
+	case "invalid_argument":
+		// The JSON was well-formed but broke a rule.
+		return http.StatusUnprocessableEntity
+	case "too_large":
+		return http.StatusRequestEntityTooLarge
+	case "not_found":
+		return http.StatusNotFound
+	case "lease_lost", "invalid_state", "conflict":
+		return http.StatusConflict
+	case "overloaded":
+		return http.StatusTooManyRequests
+	case "unavailable":
+		return http.StatusServiceUnavailable
+	case "unauthorized":
+		return http.StatusUnauthorized
+	case "forbidden":
+		return http.StatusForbidden
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// codeOfStatus gives the stable code of a status that huma itself
+// produced (malformed requests, schema violations, oversized bodies).
+func codeOfStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return "invalid_argument"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusTooManyRequests:
+		return "overloaded"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusConflict:
+		return "conflict"
+	}
+	if status >= 500 {
+		return "internal"
+	}
+	return "invalid_argument"
+}
+
+func newProblem(status int, code, detail string) *Problem {
+	return &Problem{
+		Type:   "urn:drover:problem:" + code,
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+		Code:   code,
+	}
+}
+
+// hookHumaErrors makes huma's own errors (bad JSON, schema violations,
+// oversized bodies) problems with Drover's codes. huma.NewError is a
+// package variable, so this is done once for the process.
+func hookHumaErrors() {
+	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
+		// A field the API does not know is a malformed request (400), not
+		// a well-formed one that breaks a rule (422): it is most often a
+		// typo, and nothing was checked past it.
+		if status == http.StatusUnprocessableEntity && hasUnknownField(errs) {
+			status = http.StatusBadRequest
+		}
+		p := newProblem(status, codeOfStatus(status), msg)
+		for _, err := range errs {
+			if err == nil {
+				continue
+			}
+			var d huma.ErrorDetailer
+			if errors.As(err, &d) {
+				p.Errors = append(p.Errors, d.ErrorDetail())
+			} else {
+				p.Errors = append(p.Errors, &huma.ErrorDetail{Message: err.Error()})
+			}
+		}
+		return p
+	}
+}
+
+func hasUnknownField(errs []error) bool {
+	for _, err := range errs {
+		var d huma.ErrorDetailer
+		if errors.As(err, &d) && d.ErrorDetail().Message == "unexpected property" {
+			return true
+		}
+	}
+	return false
+}
+
+// problemOf turns an engine error into the problem the client sees.
+// Internal errors are logged in full by the caller and shown only as
+// "internal error".
+func problemOf(err error) *Problem {
+	code := job.Code(err)
+	status := statusOf(code)
+	if code == "internal" {
+		return newProblem(status, code, "internal error")
+	}
+	p := newProblem(status, code, err.Error())
+	var ve *job.ValidationError
+	if errors.As(err, &ve) {
+		p.Errors = []*huma.ErrorDetail{{Message: ve.Message, Location: "body." + ve.Field}}
+	}
+	if code == "overloaded" || code == "unavailable" {
+		p.headers = http.Header{"Retry-After": []string{strconv.Itoa(1)}}
+	}
+	return p
+}
+
+// badRequest is a 400 for input huma could not check itself.
+func badRequest(field, format string, a ...any) *Problem {
+	p := newProblem(http.StatusBadRequest, "invalid_argument", fmt.Sprintf("invalid %s: %s", field, fmt.Sprintf(format, a...)))
+	p.Errors = []*huma.ErrorDetail{{Message: fmt.Sprintf(format, a...), Location: field}}
+	return p
+}
