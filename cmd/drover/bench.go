@@ -21,6 +21,7 @@ func newBenchCmd() *cobra.Command {
 		server      string
 		databaseURL string
 		cpuProfile  string
+		token       string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -34,12 +35,12 @@ library on the embedded store (durable settings):
   W4  insert one job every millisecond for 10 s while workers run  enqueue-to-start p50/p99/max
   W5  peak RSS while W3 runs with 1,000,000 jobs waiting           MiB
 
+With --server URL, W1-W4 run against a running drover serve over REST
+(each run in a fresh queue); W5 is in-process only.
+
 Progress lines go to stderr; the table (or --json) to stdout.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if server != "" {
-				return errors.New("--server: benchmarks over REST need the REST API, which is not in this build yet")
-			}
 			if databaseURL != "" {
 				return errors.New("--database-url: the PostgreSQL store is not in this build yet")
 			}
@@ -68,6 +69,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 			}
 			results, err := bench.Run(cmd.Context(), bench.Config{
 				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
+				Server: server, Token: token,
 			})
 			if err != nil && len(results) == 0 {
 				if strings.Contains(err.Error(), "unknown workload") {
@@ -92,7 +94,8 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	f.BoolVar(&noSync, "unsafe-no-sync", false, "skip fsync (not the durable setting the figures are about)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
-	f.StringVar(&server, "server", "", "run against a server over REST (not yet available)")
+	f.StringVar(&server, "server", "", "run W1-W4 against a running server over REST instead of in-process")
+	f.StringVar(&token, "token", "", "bearer token for --server")
 	f.StringVar(&databaseURL, "database-url", "", "run on PostgreSQL (not yet available)")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/droverhq/drover"
+	"github.com/droverhq/drover/internal/restclient"
 )
 
 // Args are the ~100-byte args of every benchmark job. Sent records the
@@ -53,6 +54,10 @@ type Config struct {
 	NoSync bool
 	// Progress receives progress lines; nil discards them.
 	Progress io.Writer
+	// Server, when set, runs the workloads against the server at this
+	// URL over REST instead of in-process; Token authenticates.
+	Server string
+	Token  string
 }
 
 // Result is one workload's outcome.
@@ -74,14 +79,17 @@ type workload struct {
 	id   string
 	desc string
 	run  func(ctx context.Context, r *runner) (Result, error)
+	// rest runs the workload against a server over REST; nil when it
+	// only makes sense in-process.
+	rest func(ctx context.Context, r *runner) (Result, error)
 }
 
 var workloads = []workload{
-	{"W1", "insert 100,000 jobs in batches of 1,000", w1},
-	{"W2", "50 concurrent clients insert single jobs, 20,000 in all", w2},
-	{"W3", "drain 100,000 waiting jobs with 100 concurrent workers", w3},
-	{"W4", "insert one job every millisecond for 10 s while workers run", w4},
-	{"W5", "peak RSS while W3 runs with 1,000,000 jobs waiting", w5},
+	{"W1", "insert 100,000 jobs in batches of 1,000", w1, restW1},
+	{"W2", "50 concurrent clients insert single jobs, 20,000 in all", w2, restW2},
+	{"W3", "drain 100,000 waiting jobs with 100 concurrent workers", w3, restW3},
+	{"W4", "insert one job every millisecond for 10 s while workers run", w4, restW4},
+	{"W5", "peak RSS while W3 runs with 1,000,000 jobs waiting", w5, nil},
 }
 
 // IDs lists the workload ids in order.
@@ -109,19 +117,43 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		}
 		want[id] = true
 	}
+	var api *restclient.Client
+	if cfg.Server != "" {
+		var err error
+		if api, err = newRESTClient(cfg.Server, cfg.Token); err != nil {
+			return nil, err
+		}
+	}
 	var out []Result
 	for _, w := range workloads {
 		if len(want) > 0 && !want[w.id] {
 			continue
 		}
-		dir, err := os.MkdirTemp(cfg.DataDir, "bench-"+strings.ToLower(w.id)+"-")
-		if err != nil {
-			return out, err
+		if api != nil && w.rest == nil {
+			if want[w.id] {
+				return out, fmt.Errorf("%s measures the server's memory in-process; it does not run with --server", w.id)
+			}
+			fmt.Fprintf(cfg.Progress, "%s skipped: in-process only\n", w.id)
+			continue
 		}
-		r := &runner{cfg: cfg, dir: dir, id: w.id}
-		res, err := w.run(ctx, r)
-		r.close()
-		os.RemoveAll(dir)
+		r := &runner{cfg: cfg, id: w.id, api: api}
+		var (
+			res Result
+			err error
+		)
+		if api != nil {
+			r.queue = fmt.Sprintf("bench-%s-%d", strings.ToLower(w.id), time.Now().UnixNano())
+			res, err = w.rest(ctx, r)
+		} else {
+			dir, derr := os.MkdirTemp(cfg.DataDir, "bench-"+strings.ToLower(w.id)+"-")
+			if derr != nil {
+				return out, derr
+			}
+			r.dir = dir
+			res, err = w.run(ctx, r)
+			r.close()
+			os.RemoveAll(dir)
+		}
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", w.id, err)
 		}
@@ -152,6 +184,10 @@ type runner struct {
 	dir   string
 	id    string
 	store *drover.Store
+	// api and queue are set when the workload runs over REST: each run
+	// uses a fresh queue so runs never see each other's jobs.
+	api   *restclient.Client
+	queue string
 }
 
 func (r *runner) scaled(n int) int { return max(1, int(float64(n)*r.cfg.Scale)) }

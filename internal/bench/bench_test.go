@@ -2,9 +2,15 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
+
+	"github.com/droverhq/drover/internal/config"
+	"github.com/droverhq/drover/internal/server"
 )
 
 // TestRunAllWorkloadsSmall runs every workload at a tiny scale and checks
@@ -56,5 +62,53 @@ func TestRunRejectsUnknownWorkload(t *testing.T) {
 	_, err := Run(t.Context(), Config{Workloads: []string{"W9"}, DataDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "unknown workload") {
 		t.Fatalf("error %v, want unknown workload", err)
+	}
+}
+
+// TestRunOverRESTSmall runs W1-W4 against the real server assembly over
+// REST at a tiny scale and checks that each reports what it measures.
+func TestRunOverRESTSmall(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.NoSync = true
+	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	var progress bytes.Buffer
+	results, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Scale: 0.02, Progress: &progress})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if len(results) != 4 {
+		t.Fatalf("%d results over REST, want W1-W4", len(results))
+	}
+	for _, r := range results {
+		if r.Jobs <= 0 || r.JobsPerSec <= 0 {
+			t.Errorf("%s: %+v", r.Workload, r)
+		}
+		if (r.Workload == "W2" || r.Workload == "W4") && (r.P50ms <= 0 || r.P99ms < r.P50ms) {
+			t.Errorf("%s latencies %+v", r.Workload, r)
+		}
+	}
+	if !strings.Contains(progress.String(), "W5 skipped") {
+		t.Errorf("W5 not reported as skipped over REST:\n%s", progress.String())
+	}
+	if _, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Workloads: []string{"W5"}}); err == nil {
+		t.Error("W5 over REST did not fail")
 	}
 }

@@ -47,6 +47,9 @@ type Config struct {
 	RetainCompleted time.Duration `koanf:"retain_completed"`
 	RetainCancelled time.Duration `koanf:"retain_cancelled"`
 	RetainDiscarded time.Duration `koanf:"retain_discarded"`
+	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on this
+	// separate address, which must be loopback unless Insecure.
+	DebugAddr string `koanf:"debug_addr"`
 	// Version is the running binary's version, shown in the API document;
 	// set by the command, not by users.
 	Version string `koanf:"-"`
@@ -88,6 +91,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("retain-completed", d.RetainCompleted, "keep completed jobs this long; 0 keeps them (DROVER_RETAIN_COMPLETED)")
 	fs.Duration("retain-cancelled", d.RetainCancelled, "keep cancelled jobs this long; 0 keeps them (DROVER_RETAIN_CANCELLED)")
 	fs.Duration("retain-discarded", d.RetainDiscarded, "keep discarded jobs this long; 0 keeps them (DROVER_RETAIN_DISCARDED)")
+	fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this HOST:PORT (DROVER_DEBUG_ADDR)")
 	fs.Bool("unsafe-no-sync", false, "do not fsync commits: acknowledged jobs may be lost on power failure (DROVER_UNSAFE_NO_SYNC)")
 }
 
@@ -150,6 +154,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("addr %q: %w", c.Addr, err))
 	} else if !c.Insecure && !IsLoopback(host) {
 		errs = append(errs, fmt.Errorf("addr %q is not a loopback address and no authentication is configured: listen on 127.0.0.1 or pass --insecure", c.Addr))
+	}
+	if c.DebugAddr != "" {
+		if host, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("debug_addr %q: %w", c.DebugAddr, err))
+		} else if !c.Insecure && !IsLoopback(host) {
+			errs = append(errs, fmt.Errorf("debug_addr %q is not a loopback address: the profiler must not be exposed (pass --insecure to insist)", c.DebugAddr))
+		}
 	}
 	if c.DatabaseURL == "" && c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir must not be empty"))

@@ -375,3 +375,20 @@ func TestParseLevel(t *testing.T) {
 		}
 	}
 }
+
+func TestDebugAddrMustBeLoopback(t *testing.T) {
+	t.Parallel()
+	if cfg := mustLoad(t, []string{"--debug-addr", "127.0.0.1:6060"}, nil); cfg.DebugAddr != "127.0.0.1:6060" {
+		t.Fatalf("debug addr %q", cfg.DebugAddr)
+	}
+	_, err := load(t, []string{"--debug-addr", "0.0.0.0:6060"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "debug_addr") {
+		t.Fatalf("non-loopback debug addr: %v", err)
+	}
+	if _, err := load(t, []string{"--debug-addr", "nope"}, nil); err == nil {
+		t.Fatal("malformed debug addr accepted")
+	}
+	if cfg := mustLoad(t, []string{"--debug-addr", "0.0.0.0:6060", "--insecure", "--addr", "0.0.0.0:8080"}, nil); cfg.DebugAddr == "" {
+		t.Fatal("--insecure did not allow a non-loopback debug addr")
+	}
+}

@@ -228,3 +228,32 @@ func IsCode(err error, code string) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == code
 }
+
+// LeaseRequest asks for jobs to work.
+type LeaseRequest struct {
+	Queues   []string          `json:"queues"`
+	Max      int               `json:"max,omitempty"`
+	Wait     *httpapi.Duration `json:"wait,omitempty"`
+	LeaseFor *httpapi.Duration `json:"lease_for,omitempty"`
+	Worker   string            `json:"worker,omitempty"`
+}
+
+// Lease leases jobs, waiting up to r.Wait for one to arrive.
+func (c *Client) Lease(ctx context.Context, r LeaseRequest) ([]httpapi.Job, error) {
+	var out struct {
+		Jobs []httpapi.Job `json:"jobs"`
+	}
+	_, err := c.do(ctx, http.MethodPost, "/v1/lease", r, &out)
+	return out.Jobs, err
+}
+
+// Complete completes a leased job.
+func (c *Client) Complete(ctx context.Context, id int64, token string, output json.RawMessage) (*httpapi.Job, error) {
+	body := map[string]any{"lease_token": token}
+	if len(output) > 0 {
+		body["output"] = output
+	}
+	var j httpapi.Job
+	_, err := c.do(ctx, http.MethodPost, "/v1/jobs/"+strconv.FormatInt(id, 10)+"/complete", body, &j)
+	return &j, err
+}

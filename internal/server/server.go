@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,6 +152,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// and ln already accepts connections.
 	s.ready.Store(true)
 	errc := make(chan error, 1)
+	if s.cfg.DebugAddr != "" {
+		dbg, err := s.serveDebug()
+		if err != nil {
+			return err
+		}
+		defer dbg.Close()
+	}
 	go func() { errc <- hs.Serve(ln) }()
 	s.log.Info("drover serving", "addr", ln.Addr().String(), "store", s.storeName())
 
@@ -170,6 +178,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	closeErr := s.Close()
 	s.log.Info("drover stopped")
 	return errors.Join(serveErr, shutErr, closeErr)
+}
+
+// serveDebug serves net/http/pprof on the debug address.
+func (s *Server) serveDebug() (*http.Server, error) {
+	ln, err := net.Listen("tcp", s.cfg.DebugAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on debug address %s: %w", s.cfg.DebugAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln) //nolint:errcheck // ends with Close
+	s.log.Info("profiler serving", "addr", ln.Addr().String())
+	return hs, nil
 }
 
 func (s *Server) storeName() string {
