@@ -47,6 +47,10 @@ type Config struct {
 	RetainCompleted time.Duration `koanf:"retain_completed"`
 	RetainCancelled time.Duration `koanf:"retain_cancelled"`
 	RetainDiscarded time.Duration `koanf:"retain_discarded"`
+	// MaxRequests limits API requests in progress; beyond it the server
+	// answers 429. MaxLeaseWaiters limits lease calls (long polls) apart.
+	MaxRequests     int `koanf:"max_requests"`
+	MaxLeaseWaiters int `koanf:"max_lease_waiters"`
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on this
 	// separate address, which must be loopback unless Insecure.
 	DebugAddr string `koanf:"debug_addr"`
@@ -68,6 +72,8 @@ func Default() Config {
 		ShutdownTimeout: 30 * time.Second,
 		MaxArgsBytes:    1 << 20,
 		LeaseFor:        30 * time.Second,
+		MaxRequests:     512,
+		MaxLeaseWaiters: 10_000,
 		RetainCompleted: 24 * time.Hour,
 		RetainCancelled: 7 * 24 * time.Hour,
 		RetainDiscarded: 7 * 24 * time.Hour,
@@ -91,6 +97,8 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("retain-completed", d.RetainCompleted, "keep completed jobs this long; 0 keeps them (DROVER_RETAIN_COMPLETED)")
 	fs.Duration("retain-cancelled", d.RetainCancelled, "keep cancelled jobs this long; 0 keeps them (DROVER_RETAIN_CANCELLED)")
 	fs.Duration("retain-discarded", d.RetainDiscarded, "keep discarded jobs this long; 0 keeps them (DROVER_RETAIN_DISCARDED)")
+	fs.Int("max-requests", d.MaxRequests, "API requests in progress before the server answers 429 (DROVER_MAX_REQUESTS)")
+	fs.Int("max-lease-waiters", d.MaxLeaseWaiters, "lease calls (long polls) in progress before 429 (DROVER_MAX_LEASE_WAITERS)")
 	fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this HOST:PORT (DROVER_DEBUG_ADDR)")
 	fs.Bool("unsafe-no-sync", false, "do not fsync commits: acknowledged jobs may be lost on power failure (DROVER_UNSAFE_NO_SYNC)")
 }
@@ -154,6 +162,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("addr %q: %w", c.Addr, err))
 	} else if !c.Insecure && !IsLoopback(host) {
 		errs = append(errs, fmt.Errorf("addr %q is not a loopback address and no authentication is configured: listen on 127.0.0.1 or pass --insecure", c.Addr))
+	}
+	if c.MaxRequests < 1 || c.MaxLeaseWaiters < 1 {
+		errs = append(errs, fmt.Errorf("max_requests and max_lease_waiters must be at least 1"))
 	}
 	if c.DebugAddr != "" {
 		if host, _, err := net.SplitHostPort(c.DebugAddr); err != nil {

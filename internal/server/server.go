@@ -136,7 +136,7 @@ func (s *Server) Listen() (net.Listener, error) {
 // stop.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler:           httpapi.NewAdmission(s.cfg.MaxRequests, s.cfg.MaxLeaseWaiters).Wrap(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
