@@ -383,7 +383,7 @@ func TestBadUsageExitsTwoWithOneLine(t *testing.T) {
 		want []string // each must appear in the one stderr line
 	}{
 		{"non-loopback address", []string{"serve", "--addr", "0.0.0.0:1"}, []string{"addr", "--insecure"}},
-		{"several config problems", []string{"serve", "--addr", "0.0.0.0:1", "--log-format", "xml"}, []string{"addr", "log_format"}},
+		{"several config problems", []string{"serve", "--lease-for", "10ms", "--log-format", "xml"}, []string{"lease_for", "log_format"}},
 		{"unknown flag", []string{"serve", "--nope"}, []string{"--nope"}},
 		{"extra argument", []string{"serve", "extra-arg"}, []string{"extra-arg"}},
 		{"unknown command", []string{"nosuchcommand"}, []string{"nosuchcommand"}},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,9 @@ wins over the file. SIGTERM or SIGINT stops it gracefully.`,
 				return &usageError{err}
 			}
 			srv, err := server.New(cfg, log)
+			if errors.Is(err, config.ErrExposed) {
+				return &usageError{err}
+			}
 			if err != nil {
 				return err
 			}

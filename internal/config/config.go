@@ -157,11 +157,8 @@ func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
 // Validate checks the configuration and reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error
-	host, _, err := net.SplitHostPort(c.Addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("addr %q: %w", c.Addr, err))
-	} else if !c.Insecure && !IsLoopback(host) {
-		errs = append(errs, fmt.Errorf("addr %q is not a loopback address and no authentication is configured: listen on 127.0.0.1 or pass --insecure", c.Addr))
 	}
 	if c.MaxRequests < 1 || c.MaxLeaseWaiters < 1 {
 		errs = append(errs, fmt.Errorf("max_requests and max_lease_waiters must be at least 1"))
@@ -203,6 +200,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ErrExposed is wrapped by CheckExposure's error.
+var ErrExposed = errors.New("refusing to serve without authentication beyond this machine")
+
+// CheckExposure refuses a non-loopback address when no API token exists
+// (authConfigured is false), unless Insecure is set: without tokens anyone
+// who can reach the port could run and delete jobs.
+func (c *Config) CheckExposure(authConfigured bool) error {
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fmt.Errorf("addr %q: %w", c.Addr, err)
+	}
+	if c.Insecure || authConfigured || IsLoopback(host) {
+		return nil
+	}
+	return fmt.Errorf("%w: addr %q is not a loopback address and no authentication is configured: listen on 127.0.0.1, create a token with drover token create, or pass --insecure", ErrExposed, c.Addr)
 }
 
 // IsLoopback reports whether host (a name or an IP, without port) only

@@ -289,35 +289,44 @@ func TestNonLoopbackAddrNeedsInsecure(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:8080", "10.1.2.3:80", ":8080", "[::]:8080", "example.com:80"} {
 		t.Run(addr, func(t *testing.T) {
 			t.Parallel()
-			t.Run("refused by default", func(t *testing.T) {
+			t.Run("refused without tokens", func(t *testing.T) {
 				t.Parallel()
-				_, err := load(t, []string{"--addr", addr}, nil)
-				if err == nil {
-					t.Fatalf("Load with --addr %s = nil error, want a refusal", addr)
+				cfg := mustLoad(t, []string{"--addr", addr}, nil)
+				err := cfg.CheckExposure(false)
+				if !errors.Is(err, config.ErrExposed) {
+					t.Fatalf("CheckExposure with --addr %s = %v, want ErrExposed", addr, err)
 				}
-				for _, want := range []string{"addr", "loopback", "--insecure"} {
+				for _, want := range []string{"addr", "loopback", "--insecure", "token"} {
 					if !strings.Contains(err.Error(), want) {
-						t.Errorf("Load error %q does not mention %q", err, want)
+						t.Errorf("error %q does not mention %q", err, want)
 					}
 				}
 			})
 			t.Run("refused from the environment too", func(t *testing.T) {
 				t.Parallel()
-				if _, err := load(t, nil, []string{"DROVER_ADDR=" + addr}); err == nil {
-					t.Fatalf("Load with DROVER_ADDR=%s = nil error, want a refusal", addr)
+				cfg := mustLoad(t, nil, []string{"DROVER_ADDR=" + addr})
+				if err := cfg.CheckExposure(false); err == nil {
+					t.Fatalf("DROVER_ADDR=%s accepted without tokens", addr)
+				}
+			})
+			t.Run("accepted once tokens exist", func(t *testing.T) {
+				t.Parallel()
+				cfg := mustLoad(t, []string{"--addr", addr}, nil)
+				if err := cfg.CheckExposure(true); err != nil {
+					t.Fatalf("refused with tokens: %v", err)
 				}
 			})
 			t.Run("accepted with DROVER_INSECURE=true", func(t *testing.T) {
 				t.Parallel()
 				got := mustLoad(t, []string{"--addr", addr}, []string{"DROVER_INSECURE=true"})
-				if !got.Insecure || got.Addr != addr {
+				if !got.Insecure || got.Addr != addr || got.CheckExposure(false) != nil {
 					t.Errorf("Load = {Addr: %q, Insecure: %v}, want {%q, true}", got.Addr, got.Insecure, addr)
 				}
 			})
 			t.Run("accepted with --insecure", func(t *testing.T) {
 				t.Parallel()
 				got := mustLoad(t, []string{"--addr", addr, "--insecure"}, []string{"DROVER_INSECURE=false"})
-				if !got.Insecure || got.Addr != addr {
+				if !got.Insecure || got.Addr != addr || got.CheckExposure(false) != nil {
 					t.Errorf("Load = {Addr: %q, Insecure: %v}, want {%q, true}", got.Addr, got.Insecure, addr)
 				}
 			})

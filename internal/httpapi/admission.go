@@ -51,8 +51,10 @@ func (a *Admission) Wrap(next http.Handler) http.Handler {
 
 func overloaded(w http.ResponseWriter) {
 	p := newProblem(http.StatusTooManyRequests, "overloaded", "the server is at its limit of requests in progress; retry after the time in Retry-After")
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Retry-After", "1")
-	w.WriteHeader(http.StatusTooManyRequests)
-	json.NewEncoder(w).Encode(p) //nolint:errcheck // the client went away
+	p.headers = http.Header{"Retry-After": []string{"1"}}
+	writeProblem(w, p)
+}
+
+func jsonEncode(w http.ResponseWriter, v any) {
+	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client went away
 }

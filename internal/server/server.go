@@ -35,6 +35,7 @@ type Server struct {
 	eng   *engine.Engine
 	svcs  []*maintenance.Service
 	mux   *http.ServeMux
+	auth  *httpapi.Authenticator
 	ready atomic.Bool
 
 	closeOnce sync.Once
@@ -54,6 +55,15 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	tokens, err := st.ListTokens(context.Background())
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("read API tokens: %w", err)
+	}
+	if err := cfg.CheckExposure(len(tokens) > 0); err != nil {
+		st.Close()
+		return nil, err
+	}
 	eng, err := engine.New(engine.Config{
 		Store:           st,
 		Limits:          job.Limits{MaxArgsBytes: cfg.MaxArgsBytes},
@@ -64,7 +74,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux(), auth: httpapi.NewAuthenticator(st)}
 	s.svcs = []*maintenance.Service{
 		maintenance.NewPromoter(eng, 0, log),
 		maintenance.NewLeaseRescuer(eng, 0, log),
@@ -92,8 +102,11 @@ func openStore(cfg config.Config) (store.Store, error) {
 // Engine returns the server's engine.
 func (s *Server) Engine() *engine.Engine { return s.eng }
 
-// Handler returns the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler returns the server's HTTP handler: the routes behind the token
+// check and the admission limits.
+func (s *Server) Handler() http.Handler {
+	return httpapi.NewAdmission(s.cfg.MaxRequests, s.cfg.MaxLeaseWaiters).Wrap(s.auth.Wrap(s.mux))
+}
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -136,7 +149,7 @@ func (s *Server) Listen() (net.Listener, error) {
 // stop.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           httpapi.NewAdmission(s.cfg.MaxRequests, s.cfg.MaxLeaseWaiters).Wrap(s.mux),
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

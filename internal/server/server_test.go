@@ -19,6 +19,7 @@ import (
 
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/server"
+	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
@@ -240,7 +241,7 @@ func TestNewRefusesDatabaseURL(t *testing.T) {
 func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	cfg.Addr = "0.0.0.0:0"
+	cfg.Addr = "nonsense"
 	cfg.LogFormat = "xml"
 	srv, err := server.New(cfg, discardLogger())
 	if err == nil {
@@ -330,4 +331,32 @@ func TestCloseTwice(t *testing.T) {
 	if err := srv.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// TestNonLoopbackNeedsTokenOrInsecure checks the exposure rule at start: a
+// non-loopback address is refused while the store has no token, and
+// accepted once one exists.
+func TestNonLoopbackNeedsTokenOrInsecure(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Addr = "0.0.0.0:0"
+	if srv, err := server.New(cfg, discardLogger()); !errors.Is(err, config.ErrExposed) {
+		if srv != nil {
+			srv.Close()
+		}
+		t.Fatalf("non-loopback without tokens: %v, want ErrExposed", err)
+	}
+	st, err := sqlitestore.Open(cfg.DataDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateToken(t.Context(), store.CreateTokenParams{Now: time.Now(), Name: "t", Scope: "admin", Hash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	srv, err := server.New(cfg, discardLogger())
+	if err != nil {
+		t.Fatalf("non-loopback with a token: %v", err)
+	}
+	srv.Close()
 }

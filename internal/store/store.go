@@ -115,6 +115,20 @@ type Store interface {
 	// by name, with its paused flag and its job count per state.
 	Queues(ctx context.Context) ([]QueueInfo, error)
 
+	// CreateToken stores an API token (its hash, never its secret) and
+	// returns it with its new id.
+	CreateToken(ctx context.Context, p CreateTokenParams) (*TokenRecord, error)
+
+	// GetToken returns one token, revoked or not, or job.ErrNotFound.
+	GetToken(ctx context.Context, id int64) (*TokenRecord, error)
+
+	// ListTokens returns every token, revoked ones included, by id.
+	ListTokens(ctx context.Context) ([]TokenRecord, error)
+
+	// RevokeToken marks a token revoked at Now; revoking a revoked token
+	// changes nothing. It returns job.ErrNotFound for an unknown id.
+	RevokeToken(ctx context.Context, p RevokeTokenParams) error
+
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error
 
@@ -277,6 +291,30 @@ type QueueInfo struct {
 	// Counts holds the number of jobs per state; states without jobs may
 	// be absent.
 	Counts map[job.State]int
+}
+
+// TokenRecord is a stored API token.
+type TokenRecord struct {
+	ID        int64
+	Name      string
+	Scope     string
+	Hash      string
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// CreateTokenParams are the inputs of Store.CreateToken.
+type CreateTokenParams struct {
+	Now   time.Time
+	Name  string
+	Scope string
+	Hash  string
+}
+
+// RevokeTokenParams are the inputs of Store.RevokeToken.
+type RevokeTokenParams struct {
+	Now time.Time
+	ID  int64
 }
 
 // LeaseExpiredMessage is the error message recorded when a lease expires.

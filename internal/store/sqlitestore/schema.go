@@ -62,4 +62,14 @@ CREATE TABLE queues (
 	updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	`
+CREATE TABLE tokens (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT    NOT NULL,
+	scope      TEXT    NOT NULL,
+	hash       TEXT    NOT NULL, -- SHA-256 of the secret; the secret is never stored
+	created_at INTEGER NOT NULL,
+	revoked_at INTEGER
+);
+`,
 }

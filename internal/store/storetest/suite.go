@@ -55,6 +55,7 @@ func Run(t *testing.T, f Factory) {
 		{"DependenciesWaitForCompletion", testDependencies},
 		{"DependencyMustExist", testDependencyMustExist},
 		{"CallerGivingUpHarmsNoOne", testCallerGivesUp},
+		{"Tokens", testTokens},
 		{"ClosedStoreUnavailable", testClosed},
 	}
 	for _, tt := range tests {
@@ -932,4 +933,42 @@ func testCallerGivesUp(t *testing.T, b *bundle) {
 	if err := b.s.Ping(b.ctx); err != nil {
 		t.Fatalf("Ping after cancelled callers: %v", err)
 	}
+}
+
+func testTokens(t *testing.T, b *bundle) {
+	if ts, err := b.s.ListTokens(b.ctx); err != nil || len(ts) != 0 {
+		t.Fatalf("fresh store lists tokens %v, %v", ts, err)
+	}
+	a, err := b.s.CreateToken(b.ctx, store.CreateTokenParams{Now: T0, Name: "ci", Scope: "producer", Hash: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.s.CreateToken(b.ctx, store.CreateTokenParams{Now: T0, Name: "ops", Scope: "admin", Hash: "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID <= 0 || c.ID <= a.ID || a.Name != "ci" || a.Scope != "producer" || a.Hash != "h1" || !a.CreatedAt.Equal(T0) {
+		t.Fatalf("created %+v and %+v", a, c)
+	}
+	got, err := b.s.GetToken(b.ctx, a.ID)
+	if err != nil || got.Hash != "h1" || got.RevokedAt != nil {
+		t.Fatalf("GetToken = %+v, %v", got, err)
+	}
+	if err := b.s.RevokeToken(b.ctx, store.RevokeTokenParams{Now: T0.Add(time.Hour), ID: a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.s.RevokeToken(b.ctx, store.RevokeTokenParams{Now: T0.Add(2 * time.Hour), ID: a.ID}); err != nil {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	got, err = b.s.GetToken(b.ctx, a.ID)
+	if err != nil || got.RevokedAt == nil || !got.RevokedAt.Equal(T0.Add(time.Hour)) {
+		t.Fatalf("revoked token %+v, %v (the first revocation time must stay)", got, err)
+	}
+	ts, err := b.s.ListTokens(b.ctx)
+	if err != nil || len(ts) != 2 || ts[0].ID != a.ID || ts[1].ID != c.ID || ts[1].RevokedAt != nil {
+		t.Fatalf("ListTokens = %+v, %v", ts, err)
+	}
+	_, err = b.s.GetToken(b.ctx, 9999)
+	wantErr(t, err, job.ErrNotFound)
+	wantErr(t, b.s.RevokeToken(b.ctx, store.RevokeTokenParams{Now: T0, ID: 9999}), job.ErrNotFound)
 }

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/droverhq/drover/internal/auth"
+	"github.com/droverhq/drover/internal/store/sqlitestore"
+)
+
+func runRoot(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	root := newRoot()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err := root.ExecuteContext(t.Context())
+	return out.String(), errb.String(), err
+}
+
+func TestTokenCommands(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	out, errOut, err := runRoot(t, "token", "create", "--scope", "worker", "--name", "py", "--data-dir", dir)
+	if err != nil {
+		t.Fatalf("create: %v %s", err, errOut)
+	}
+	tok := strings.TrimSpace(out)
+	id, secret, err := auth.Parse(tok)
+	if err != nil || id != 1 || secret == "" {
+		t.Fatalf("create printed %q: %v", out, err)
+	}
+	if !strings.Contains(errOut, "shown only now") {
+		t.Fatalf("create's note: %q", errOut)
+	}
+	// Only the hash is stored.
+	st, err := sqlitestore.Open(dir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := st.GetToken(t.Context(), id)
+	if err != nil || rec.Hash == secret || !auth.Verify(secret, rec.Hash) || rec.Scope != "worker" || rec.Name != "py" {
+		t.Fatalf("stored %+v, %v", rec, err)
+	}
+	// While the directory is owned, the commands say to stop the server.
+	if _, _, err := runRoot(t, "token", "ls", "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "stop the server") {
+		t.Fatalf("ls on an owned directory: %v", err)
+	}
+	st.Close()
+
+	out, _, err = runRoot(t, "token", "ls", "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "py") || !strings.Contains(out, "worker") || strings.Contains(out, secret) {
+		t.Fatalf("ls: %v\n%s", err, out)
+	}
+	if out, _, err := runRoot(t, "token", "revoke", "1", "--data-dir", dir); err != nil || out != "token 1 revoked\n" {
+		t.Fatalf("revoke: %q %v", out, err)
+	}
+	out, _, _ = runRoot(t, "token", "ls", "--data-dir", dir)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || strings.HasSuffix(lines[1], "-") {
+		t.Fatalf("ls after revoke:\n%s", out)
+	}
+	if got := run([]string{"token", "create", "--scope", "root", "--data-dir", dir}); got != exitUsage {
+		t.Fatalf("bad scope: exit %d", got)
+	}
+	if got := run([]string{"token", "revoke", "99", "--data-dir", dir}); got != exitFail {
+		t.Fatalf("unknown token: exit %d", got)
+	}
+}

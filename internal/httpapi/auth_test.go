@@ -1,0 +1,253 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/droverhq/drover/internal/auth"
+	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/httpapi"
+	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/sqlitestore"
+)
+
+// authServer serves the API behind the Authenticator on a fresh store and
+// returns its URL, the store, and a token per scope.
+func authServer(t *testing.T) (string, store.Store, map[string]string) {
+	t.Helper()
+	st, err := sqlitestore.Open(t.TempDir(), sqlitestore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tokens := map[string]string{}
+	for _, sc := range auth.Scopes {
+		secret, hash, err := auth.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := st.CreateToken(t.Context(), store.CreateTokenParams{Now: time.Now(), Name: string(sc), Scope: string(sc), Hash: hash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[string(sc)] = auth.Format(rec.ID, secret)
+	}
+	eng, err := engine.New(engine.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	httpapi.New(mux, eng, httpapi.Options{})
+	srv := httptest.NewServer(httpapi.NewAuthenticator(st).Wrap(mux))
+	t.Cleanup(srv.Close)
+	return srv.URL, st, tokens
+}
+
+func call(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestEveryRouteAgainstEveryScope calls every /v1 route with every scope,
+// no token, a wrong secret and a revoked token, and checks who may call
+// what: 401 without a valid token, 403 with one that lacks the scope, and
+// otherwise an answer from the handler itself.
+func TestEveryRouteAgainstEveryScope(t *testing.T) {
+	t.Parallel()
+	base, st, tokens := authServer(t)
+	// A job to address, enqueued with the admin token.
+	if code, body := call(t, "POST", base+"/v1/jobs", tokens["admin"], `{"kind":"k"}`); code != 201 {
+		t.Fatalf("setup enqueue: %d %s", code, body)
+	}
+	routes := []struct {
+		method, path, body string
+		need               string
+	}{
+		{"POST", "/v1/jobs", `{"kind":"k"}`, "producer"},
+		{"POST", "/v1/jobs/batch", `{"jobs":[{"kind":"k"}]}`, "producer"},
+		{"GET", "/v1/jobs", "", "read"},
+		{"GET", "/v1/jobs/1", "", "read"},
+		{"POST", "/v1/jobs/1/cancel", "", "admin"},
+		{"POST", "/v1/jobs/1/retry", "", "admin"},
+		{"DELETE", "/v1/jobs/424242", "", "admin"},
+		{"POST", "/v1/lease", `{"queues":["none"]}`, "worker"},
+		{"POST", "/v1/jobs/1/heartbeat", `{"lease_token":"x"}`, "worker"},
+		{"POST", "/v1/jobs/1/complete", `{"lease_token":"x"}`, "worker"},
+		{"POST", "/v1/jobs/1/fail", `{"lease_token":"x","error":"e"}`, "worker"},
+		{"POST", "/v1/jobs/1/snooze", `{"lease_token":"x","delay":"1s"}`, "worker"},
+		{"GET", "/v1/queues", "", "read"},
+		{"POST", "/v1/queues/q/pause", "", "admin"},
+		{"POST", "/v1/queues/q/resume", "", "admin"},
+	}
+	// The revoked token is a copy of admin's that we then revoke.
+	secret, hash, _ := auth.New()
+	rec, err := st.CreateToken(t.Context(), store.CreateTokenParams{Now: time.Now(), Name: "old", Scope: "admin", Hash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeToken(t.Context(), store.RevokeTokenParams{Now: time.Now(), ID: rec.ID}); err != nil {
+		t.Fatal(err)
+	}
+	revoked := auth.Format(rec.ID, secret)
+	id, _, _ := auth.Parse(tokens["admin"])
+	wrong := auth.Format(id, "not-the-secret")
+
+	for _, r := range routes {
+		for _, who := range []string{"admin", "producer", "worker", "read", "none", "wrong", "revoked", "garbage"} {
+			token := tokens[who]
+			switch who {
+			case "none":
+				token = ""
+			case "wrong":
+				token = wrong
+			case "revoked":
+				token = revoked
+			case "garbage":
+				token = "hunter2"
+			}
+			code, body := call(t, r.method, base+r.path, token, r.body)
+			var want string
+			switch {
+			case token == "" || who == "wrong" || who == "revoked" || who == "garbage":
+				want = "401"
+			case auth.Scope(who).Allows(auth.Scope(r.need)):
+				want = "handled"
+			default:
+				want = "403"
+			}
+			got := "handled"
+			if code == 401 || code == 403 {
+				got = map[int]string{401: "401", 403: "403"}[code]
+			}
+			if got != want {
+				t.Errorf("%s %s as %s: %d %s, want %s", r.method, r.path, who, code, body, want)
+			}
+		}
+	}
+	if code, _ := call(t, "GET", base+"/v1/queues", "", ""); code != 401 {
+		t.Fatalf("no token: %d", code)
+	}
+}
+
+// TestAuthProblemBodies checks the refusals' shape: problem details with
+// codes unauthorized and forbidden, and a WWW-Authenticate challenge.
+func TestAuthProblemBodies(t *testing.T) {
+	t.Parallel()
+	base, _, tokens := authServer(t)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", base+"/v1/queues", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Code   string `json:"code"`
+		Status int    `json:"status"`
+	}
+	json.NewDecoder(resp.Body).Decode(&p) //nolint:errcheck // checked below
+	resp.Body.Close()
+	if resp.StatusCode != 401 || p.Code != "unauthorized" || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") ||
+		resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("401: %d %+v %q", resp.StatusCode, p, resp.Header.Get("WWW-Authenticate"))
+	}
+	code, body := call(t, "POST", base+"/v1/queues/q/pause", tokens["read"], "")
+	if code != 403 || !strings.Contains(body, `"code":"forbidden"`) || !strings.Contains(body, "admin") {
+		t.Fatalf("403: %d %s", code, body)
+	}
+	// Health and the API document need no token.
+	for _, path := range []string{"/openapi.json", "/docs"} {
+		if code, _ := call(t, "GET", base+path, "", ""); code != 200 {
+			t.Fatalf("%s without a token: %d", path, code)
+		}
+	}
+}
+
+// TestOpenUntilFirstToken checks that a store without tokens serves the
+// API openly and that creating one turns the check on for good.
+func TestOpenUntilFirstToken(t *testing.T) {
+	t.Parallel()
+	st, err := sqlitestore.Open(t.TempDir(), sqlitestore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a := httpapi.NewAuthenticator(st)
+	on, err := a.Enforced(context.Background())
+	if err != nil || on {
+		t.Fatalf("fresh store: enforced %v, %v", on, err)
+	}
+	eng, _ := engine.New(engine.Config{Store: st})
+	mux := http.NewServeMux()
+	httpapi.New(mux, eng, httpapi.Options{})
+	srv := httptest.NewServer(a.Wrap(mux))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/jobs", "application/json", bytes.NewReader([]byte(`{"kind":"k"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("open API refused: %d", resp.StatusCode)
+	}
+	_, hash, _ := auth.New()
+	if _, err := st.CreateToken(t.Context(), store.CreateTokenParams{Now: time.Now(), Name: "x", Scope: "read", Hash: hash}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := httpapi.NewAuthenticator(st)
+	if on, err := fresh.Enforced(context.Background()); err != nil || !on {
+		t.Fatalf("after a token: enforced %v, %v", on, err)
+	}
+}
+
+func TestNeededScope(t *testing.T) {
+	t.Parallel()
+	cases := map[string]auth.Scope{
+		"GET /v1/jobs":               auth.ScopeRead,
+		"GET /v1/jobs/7":             auth.ScopeRead,
+		"POST /v1/jobs":              auth.ScopeProducer,
+		"POST /v1/jobs/batch":        auth.ScopeProducer,
+		"POST /v1/lease":             auth.ScopeWorker,
+		"POST /v1/jobs/7/heartbeat":  auth.ScopeWorker,
+		"POST /v1/jobs/7/complete":   auth.ScopeWorker,
+		"POST /v1/jobs/7/fail":       auth.ScopeWorker,
+		"POST /v1/jobs/7/snooze":     auth.ScopeWorker,
+		"POST /v1/jobs/7/cancel":     auth.ScopeAdmin,
+		"POST /v1/jobs/7/retry":      auth.ScopeAdmin,
+		"DELETE /v1/jobs/7":          auth.ScopeAdmin,
+		"POST /v1/queues/q/pause":    auth.ScopeAdmin,
+		"POST /v1/something/unknown": auth.ScopeAdmin,
+		"PUT /v1/jobs":               auth.ScopeAdmin,
+	}
+	for call, want := range cases {
+		method, path, _ := strings.Cut(call, " ")
+		if got := httpapi.NeededScope(method, path); got != want {
+			t.Errorf("NeededScope(%s) = %s, want %s", call, got, want)
+		}
+	}
+}
