@@ -88,13 +88,74 @@ func (e *Engine) Now() time.Time { return job.Truncate(e.cfg.Now()) }
 // Validation errors are *job.ValidationError; with several specs their
 // fields are prefixed "jobs[i].".
 func (e *Engine) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.InsertResult, error) {
+	now := e.Now()
+	ins, err := e.prepare(now, specs)
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.store.Insert(ctx, store.InsertParams{Now: now, Jobs: ins})
+	if err != nil {
+		return nil, err
+	}
+	e.wakeInserted(res)
+	return res, nil
+}
+
+// IdempotencyTTL is how long an idempotency key is remembered.
+const IdempotencyTTL = 24 * time.Hour
+
+// EnqueueIdempotent is Enqueue at most once per key: the first call with
+// key inserts specs and stores the response that render makes from the
+// results; a repeat with the same key and requestHash within
+// IdempotencyTTL inserts nothing and returns that response (Replayed). The
+// same key with another requestHash fails with job.ErrIdempotencyMismatch.
+func (e *Engine) EnqueueIdempotent(ctx context.Context, key, requestHash string, render func([]store.InsertResult) (store.StoredResponse, error), specs ...job.Spec) (*store.IdempotentInsertResult, error) {
+	if key == "" || len(key) > 255 {
+		return nil, &job.ValidationError{Field: "Idempotency-Key", Message: "must be 1 to 255 characters"}
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return nil, &job.ValidationError{Field: "Idempotency-Key", Message: "only printable ASCII without spaces is allowed"}
+		}
+	}
+	now := e.Now()
+	ins, err := e.prepare(now, specs)
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.store.InsertIdempotent(ctx, store.IdempotentInsertParams{
+		InsertParams: store.InsertParams{Now: now, Jobs: ins},
+		Key:          key, RequestHash: requestHash, Since: now.Add(-IdempotencyTTL), Render: render,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !res.Replayed {
+		e.wakeInserted(res.Results)
+	}
+	return res, nil
+}
+
+// PruneIdempotencyKeys forgets idempotency keys older than IdempotencyTTL.
+func (e *Engine) PruneIdempotencyKeys(ctx context.Context, limit int) (int, error) {
+	limit = max(limit, 1)
+	total := 0
+	for {
+		n, err := e.store.PruneIdempotencyKeys(ctx, e.Now().Add(-IdempotencyTTL), limit)
+		total += n
+		if err != nil || n < limit {
+			return total, err
+		}
+	}
+}
+
+func (e *Engine) prepare(now time.Time, specs []job.Spec) ([]*job.Insert, error) {
 	if len(specs) == 0 {
 		return nil, &job.ValidationError{Field: "jobs", Message: "at least one job is required"}
 	}
 	if len(specs) > MaxInsertBatch {
 		return nil, &job.ValidationError{Field: "jobs", Message: fmt.Sprintf("at most %d jobs per batch, got %d", MaxInsertBatch, len(specs)), TooLarge: true}
 	}
-	now := e.Now()
 	ins := make([]*job.Insert, len(specs))
 	for i := range specs {
 		prefix := ""
@@ -107,10 +168,10 @@ func (e *Engine) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.Insert
 		}
 		ins[i] = in
 	}
-	res, err := e.store.Insert(ctx, store.InsertParams{Now: now, Jobs: ins})
-	if err != nil {
-		return nil, err
-	}
+	return ins, nil
+}
+
+func (e *Engine) wakeInserted(res []store.InsertResult) {
 	woke := map[string]int{}
 	for _, r := range res {
 		if !r.Duplicate && r.Job.State == job.StateAvailable {
@@ -118,7 +179,6 @@ func (e *Engine) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.Insert
 		}
 	}
 	e.wake(woke)
-	return res, nil
 }
 
 // Notify wakes lease calls waiting on queue as if count jobs had become

@@ -2,6 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -12,7 +16,8 @@ import (
 )
 
 type enqueueInput struct {
-	Body EnqueueRequest
+	IdempotencyKey string `header:"Idempotency-Key" maxLength:"255" doc:"Makes the call safe to retry: the same key and body within 24 hours returns the first response and enqueues nothing; the same key with another body is refused with 422."`
+	Body           EnqueueRequest
 }
 
 type jobOutput struct {
@@ -21,16 +26,21 @@ type jobOutput struct {
 }
 
 type batchInput struct {
-	Body struct {
-		Jobs []EnqueueRequest `json:"jobs" minItems:"1" maxItems:"10000"`
-	}
+	IdempotencyKey string `header:"Idempotency-Key" maxLength:"255" doc:"As for POST /v1/jobs."`
+	Body           batchBody
+}
+
+type batchBody struct {
+	Jobs []EnqueueRequest `json:"jobs" minItems:"1" maxItems:"10000"`
 }
 
 type jobsOutput struct {
 	Status int
-	Body   struct {
-		Jobs []Job `json:"jobs"`
-	}
+	Body   jobsBody
+}
+
+type jobsBody struct {
+	Jobs []Job `json:"jobs"`
 }
 
 type idInput struct {
@@ -56,6 +66,49 @@ type listOutput struct {
 
 type emptyOutput struct{}
 
+// enqueue runs an enqueue, at most once per idempotency key when one is
+// given. render makes the response (status and body) from the results; the
+// body is stored with the key and decoded into out (on a repeat, from the
+// first call's stored bytes). It returns the status to answer with.
+func (a *API) enqueue(ctx context.Context, op, key string, request any, render func([]store.InsertResult) (int, any), out any, specs ...job.Spec) (int, error) {
+	if key == "" {
+		res, err := a.eng.Enqueue(ctx, specs...)
+		if err != nil {
+			return 0, a.fail(ctx, op, err)
+		}
+		status, body := render(res)
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, a.fail(ctx, op, err)
+		}
+		return status, json.Unmarshal(b, out)
+	}
+	// The request's identity: its body as canonical JSON, so that key
+	// order and white space do not make two equal requests differ.
+	raw, err := json.Marshal(request)
+	if err != nil {
+		return 0, a.fail(ctx, op, err)
+	}
+	canon, err := job.CanonicalJSON(raw)
+	if err != nil {
+		return 0, a.fail(ctx, op, err)
+	}
+	sum := sha256.Sum256(append([]byte(op+"\x00"), canon...))
+	res, err := a.eng.EnqueueIdempotent(ctx, key, hex.EncodeToString(sum[:]),
+		func(res []store.InsertResult) (store.StoredResponse, error) {
+			status, body := render(res)
+			b, err := json.Marshal(body)
+			return store.StoredResponse{Status: status, Body: b}, err
+		}, specs...)
+	if err != nil {
+		return 0, a.fail(ctx, op, err)
+	}
+	if err := json.Unmarshal(res.Response.Body, out); err != nil {
+		return 0, a.fail(ctx, op, fmt.Errorf("decode stored response: %w", err))
+	}
+	return res.Response.Status, nil
+}
+
 func (a *API) registerJobs() {
 	tags := []string{"Jobs"}
 	huma.Register(a.api, huma.Operation{
@@ -63,41 +116,55 @@ func (a *API) registerJobs() {
 		Summary:       "Enqueue a job",
 		Description:   "Returns 201 with the new job, or 200 with the existing job and `duplicate: true` when a live job holds the unique key.",
 		DefaultStatus: http.StatusCreated, MaxBodyBytes: a.bodyLimit(false),
-		Errors: []int{400, 413, 422, 503},
+		Errors: []int{400, 413, 415, 422, 503},
 	}, func(ctx context.Context, in *enqueueInput) (*jobOutput, error) {
-		res, err := a.eng.Enqueue(ctx, in.Body.spec())
-		if err != nil {
-			return nil, a.fail(ctx, "enqueue", err)
+		render := func(res []store.InsertResult) (int, any) {
+			out := toJob(res[0].Job)
+			if res[0].Duplicate {
+				out.Duplicate = true
+				return http.StatusOK, out
+			}
+			return http.StatusCreated, out
 		}
-		out := &jobOutput{Status: http.StatusCreated, Body: toJob(res[0].Job)}
-		if res[0].Duplicate {
-			out.Status = http.StatusOK
-			out.Body.Duplicate = true
-		}
-		return out, nil
+		out := &jobOutput{}
+		status, err := a.enqueue(ctx, "enqueue", in.IdempotencyKey, in.Body, render, &out.Body, in.Body.spec())
+		out.Status = status
+		return out, err
 	})
+
+	// huma documents one success status; a duplicate answers 200 with the
+	// same body.
+	enqueue := a.api.OpenAPI().Paths["/v1/jobs"].Post
+	dup := *enqueue.Responses["201"]
+	dup.Description = "A live job already held the unique key: it is returned with `duplicate: true` and nothing was inserted."
+	enqueue.Responses["200"] = &dup
 
 	huma.Register(a.api, huma.Operation{
 		OperationID: "enqueueBatch", Method: http.MethodPost, Path: "/v1/jobs/batch", Tags: tags,
 		Summary:       "Enqueue many jobs, all or nothing",
 		DefaultStatus: http.StatusCreated, MaxBodyBytes: a.bodyLimit(true),
-		Errors: []int{400, 413, 422, 503},
+		Errors: []int{400, 413, 415, 422, 503},
 	}, func(ctx context.Context, in *batchInput) (*jobsOutput, error) {
 		specs := make([]job.Spec, len(in.Body.Jobs))
 		for i := range in.Body.Jobs {
 			specs[i] = in.Body.Jobs[i].spec()
 		}
-		res, err := a.eng.Enqueue(ctx, specs...)
-		if err != nil {
-			return nil, a.fail(ctx, "enqueueBatch", err)
+		render := func(res []store.InsertResult) (int, any) {
+			var body jobsBody
+			body.Jobs = make([]Job, len(res))
+			for i, r := range res {
+				body.Jobs[i] = toJob(r.Job)
+				body.Jobs[i].Duplicate = r.Duplicate
+			}
+			return http.StatusCreated, body
 		}
-		out := &jobsOutput{Status: http.StatusCreated}
-		out.Body.Jobs = make([]Job, len(res))
-		for i, r := range res {
-			out.Body.Jobs[i] = toJob(r.Job)
-			out.Body.Jobs[i].Duplicate = r.Duplicate
+		out := &jobsOutput{}
+		status, err := a.enqueue(ctx, "enqueueBatch", in.IdempotencyKey, in.Body, render, &out.Body, specs...)
+		if err != nil && len(specs) == 1 {
+			err = inFirstJob(err)
 		}
-		return out, nil
+		out.Status = status
+		return out, err
 	})
 
 	huma.Register(a.api, huma.Operation{
@@ -111,13 +178,13 @@ func (a *API) registerJobs() {
 		if in.Cursor != "" {
 			after, err := decodeCursor(in.Cursor, p.Desc)
 			if err != nil {
-				return nil, badRequest("cursor", "%v", err)
+				return nil, badQuery("cursor", "%v", err)
 			}
 			p.After = after
 		}
 		res, err := a.eng.List(ctx, p)
 		if err != nil {
-			return nil, a.fail(ctx, "listJobs", err)
+			return nil, inQuery(a.fail(ctx, "listJobs", err))
 		}
 		out := &listOutput{}
 		out.Body.Jobs = toJobs(res.Jobs)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -18,7 +19,7 @@ type Problem struct {
 	Title  string `json:"title" doc:"The HTTP status text."`
 	Status int    `json:"status" doc:"The HTTP status code."`
 	Detail string `json:"detail,omitempty" doc:"What went wrong, for people."`
-	Code   string `json:"code" doc:"Stable machine-readable code: invalid_argument, too_large, not_found, lease_lost, invalid_state, conflict, overloaded, unavailable, unauthorized, forbidden, internal."`
+	Code   string `json:"code" doc:"Stable machine-readable code: invalid_argument, too_large, not_found, lease_lost, invalid_state, conflict, idempotency_mismatch, overloaded, unavailable, unauthorized, forbidden, internal."`
 	// Errors lists individual problems, for example each invalid field.
 	Errors []*huma.ErrorDetail `json:"errors,omitempty" doc:"Individual problems, such as each invalid field."`
 
@@ -48,7 +49,7 @@ func (p *Problem) GetHeaders() http.Header { return p.headers }
 // map the same codes in theirs.
 func statusOf(code string) int {
 	switch code {
-	case "invalid_argument":
+	case "invalid_argument", "idempotency_mismatch":
 		// The JSON was well-formed but broke a rule.
 		return http.StatusUnprocessableEntity
 	case "too_large":
@@ -164,9 +165,39 @@ func problemOf(err error) *Problem {
 	return p
 }
 
-// badRequest is a 400 for input huma could not check itself.
-func badRequest(field, format string, a ...any) *Problem {
+// badQuery is a 400 for a query parameter huma could not check itself.
+func badQuery(field, format string, a ...any) *Problem {
 	p := newProblem(http.StatusBadRequest, "invalid_argument", fmt.Sprintf("invalid %s: %s", field, fmt.Sprintf(format, a...)))
-	p.Errors = []*huma.ErrorDetail{{Message: fmt.Sprintf(format, a...), Location: field}}
+	p.Errors = []*huma.ErrorDetail{{Message: fmt.Sprintf(format, a...), Location: "query." + field}}
 	return p
+}
+
+// inFirstJob names the fields of a problem as those of jobs[0], for a
+// batch of one: the engine prefixes fields with jobs[i]. only when there
+// are several specs.
+func inFirstJob(err error) error {
+	var p *Problem
+	if errors.As(err, &p) {
+		for _, d := range p.Errors {
+			if rest, ok := strings.CutPrefix(d.Location, "body."); ok && !strings.HasPrefix(rest, "jobs") {
+				d.Location = "body.jobs[0]." + rest
+			}
+		}
+	}
+	return err
+}
+
+// inQuery moves the locations of a problem's errors from the body to the
+// query, for operations whose engine fields are query parameters:
+// problemOf places every field in the body.
+func inQuery(err error) error {
+	var p *Problem
+	if errors.As(err, &p) {
+		for _, d := range p.Errors {
+			if rest, ok := strings.CutPrefix(d.Location, "body."); ok {
+				d.Location = "query." + rest
+			}
+		}
+	}
+	return err
 }

@@ -78,7 +78,7 @@ func (a *API) registerWorker() {
 		Description: "Leases up to `max` available jobs of `queues` in fetch order (priority, scheduled_at, id). " +
 			"When none is available it waits up to `wait`, answering as soon as a job arrives. " +
 			"Each job carries a `lease_token`: heartbeat, complete, fail or snooze it with that token before `lease_expires_at`.",
-		Errors: []int{400, 422},
+		Errors: []int{400, 413, 415, 422},
 	}, func(ctx context.Context, in *leaseInput) (*leaseOutput, error) {
 		r := engine.LeaseRequest{Queues: in.Body.Queues, Max: in.Body.Max, Worker: in.Body.Worker}
 		if in.Body.Wait != nil {
@@ -98,7 +98,7 @@ func (a *API) registerWorker() {
 
 	huma.Register(a.api, huma.Operation{
 		OperationID: "heartbeat", Method: http.MethodPost, Path: "/v1/jobs/{id}/heartbeat", Tags: tags,
-		Summary: "Extend a lease", Errors: []int{404, 409, 422},
+		Summary: "Extend a lease", Errors: []int{400, 404, 409, 413, 415, 422},
 	}, func(ctx context.Context, in *heartbeatInput) (*heartbeatOutput, error) {
 		var d time.Duration
 		if in.Body.LeaseFor != nil {
@@ -118,7 +118,7 @@ func (a *API) registerWorker() {
 		OperationID: "complete", Method: http.MethodPost, Path: "/v1/jobs/{id}/complete", Tags: tags,
 		Summary:      "Complete a leased job",
 		Description:  "Repeating a complete with the same token (its first response lost) returns the job unchanged. A stale token gets 409 and changes nothing.",
-		Errors:       []int{404, 409, 413, 422},
+		Errors:       []int{400, 404, 409, 413, 415, 422},
 		MaxBodyBytes: a.bodyLimit(false),
 	}, func(ctx context.Context, in *completeInput) (*jobOutput, error) {
 		j, err := a.eng.Complete(ctx, job.ID(in.ID), in.Body.LeaseToken, in.Body.Output)
@@ -132,7 +132,7 @@ func (a *API) registerWorker() {
 		OperationID: "fail", Method: http.MethodPost, Path: "/v1/jobs/{id}/fail", Tags: tags,
 		Summary:     "Fail a leased job's attempt",
 		Description: "The job is retried after its backoff (or `retry_in`) while attempts remain, else discarded.",
-		Errors:      []int{404, 409, 422},
+		Errors:      []int{400, 404, 409, 413, 415, 422},
 	}, func(ctx context.Context, in *failInput) (*jobOutput, error) {
 		f := engine.Failure{ID: job.ID(in.ID), LeaseToken: in.Body.LeaseToken, Message: in.Body.Error,
 			Detail: in.Body.Detail, Discard: in.Body.Discard}
@@ -149,7 +149,7 @@ func (a *API) registerWorker() {
 
 	huma.Register(a.api, huma.Operation{
 		OperationID: "snooze", Method: http.MethodPost, Path: "/v1/jobs/{id}/snooze", Tags: tags,
-		Summary: "Run a leased job again later without using an attempt", Errors: []int{404, 409, 422},
+		Summary: "Run a leased job again later without using an attempt", Errors: []int{400, 404, 409, 413, 415, 422},
 	}, func(ctx context.Context, in *snoozeInput) (*jobOutput, error) {
 		j, err := a.eng.Snooze(ctx, job.ID(in.ID), in.Body.LeaseToken, time.Duration(in.Body.Delay))
 		if err != nil {

@@ -21,6 +21,9 @@ var (
 	// ErrConflict means the request conflicts with existing data, such as
 	// an idempotency key reused with a different body.
 	ErrConflict = errors.New("conflict")
+	// ErrIdempotencyMismatch means an idempotency key was used again with
+	// a different request.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 	// ErrTooLarge means a value is over its size limit.
 	ErrTooLarge = errors.New("too large")
 	// ErrUnavailable means the store cannot serve the request now (it is
@@ -78,6 +81,8 @@ func Code(err error) string {
 		return "lease_lost"
 	case errors.Is(err, ErrInvalidState):
 		return "invalid_state"
+	case errors.Is(err, ErrIdempotencyMismatch):
+		return "idempotency_mismatch"
 	case errors.Is(err, ErrConflict):
 		return "conflict"
 	case errors.Is(err, ErrOverloaded):

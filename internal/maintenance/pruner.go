@@ -50,6 +50,7 @@ func NewPruner(e *engine.Engine, r Retention, interval time.Duration, log *slog.
 				return total, err
 			}
 		}
-		return total, nil
+		n, err := e.PruneIdempotencyKeys(ctx, 1000)
+		return total + n, err
 	})
 }

@@ -29,6 +29,19 @@ type Store interface {
 	// in the order of p.Jobs.
 	Insert(ctx context.Context, p InsertParams) ([]InsertResult, error)
 
+	// InsertIdempotent is Insert made at most once per idempotency key.
+	// The first call with a key inserts p.Jobs, renders the response with
+	// p.Render and stores it with the key in the same transaction; a later
+	// call with the same key and request hash, while the record is newer
+	// than p.Since, inserts nothing and returns the stored response with
+	// Replayed set. The same key with another request hash returns
+	// job.ErrIdempotencyMismatch.
+	InsertIdempotent(ctx context.Context, p IdempotentInsertParams) (*IdempotentInsertResult, error)
+
+	// PruneIdempotencyKeys deletes up to limit idempotency records created
+	// before before, and returns how many it deleted.
+	PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// Lease marks up to p.Limit available jobs of p.Queues as running and
 	// returns them in fetch order (priority, scheduled_at, id across all the
 	// queues). Jobs of paused queues are not leased. Each returned job has
@@ -140,6 +153,33 @@ type Store interface {
 type InsertParams struct {
 	Now  time.Time
 	Jobs []*job.Insert
+}
+
+// IdempotentInsertParams are the inputs of Store.InsertIdempotent.
+type IdempotentInsertParams struct {
+	InsertParams
+	Key         string
+	RequestHash string
+	// Since: records created before it have expired and count as absent.
+	Since time.Time
+	// Render makes the response to store from the insert's results.
+	Render func([]InsertResult) (StoredResponse, error)
+}
+
+// StoredResponse is the response kept with an idempotency key.
+type StoredResponse struct {
+	Status int
+	Body   []byte
+}
+
+// IdempotentInsertResult is the outcome of Store.InsertIdempotent.
+type IdempotentInsertResult struct {
+	// Results are the insert's results; nil when Replayed.
+	Results  []InsertResult
+	Response StoredResponse
+	// Replayed is true when the key was already used: nothing was
+	// inserted and Response is the first call's.
+	Replayed bool
 }
 
 // InsertResult is the outcome of inserting one job.

@@ -22,31 +22,101 @@ func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inser
 		write = s.writeAtomic // one multi-row INSERT
 	}
 	err := write(ctx, func(w *wtx) error {
-		ctx := w.ctx
-		out = make([]store.InsertResult, len(p.Jobs))
-		// Runs of plain jobs (not unique, no dependencies) go in
-		// multi-row statements; the others one by one, in order.
-		run := 0
-		for i, in := range p.Jobs {
-			if in.UniqueKey == "" && len(in.DependsOn) == 0 {
-				continue
-			}
-			if err := w.insertPlain(ctx, p.Jobs[run:i], now, out[run:i]); err != nil {
-				return err
-			}
-			r, err := w.insertOne(ctx, in, now, i, len(p.Jobs) > 1)
-			if err != nil {
-				return err
-			}
-			out[i] = r
-			run = i + 1
-		}
-		return w.insertPlain(ctx, p.Jobs[run:], now, out[run:])
+		var err error
+		out, err = w.insert(w.ctx, p.Jobs, now)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// insert inserts jobs in order and returns their results.
+func (w *wtx) insert(ctx context.Context, jobs []*job.Insert, now time.Time) ([]store.InsertResult, error) {
+	out := make([]store.InsertResult, len(jobs))
+	// Runs of plain jobs (not unique, no dependencies) go in multi-row
+	// statements; the others one by one, in order.
+	run := 0
+	for i, in := range jobs {
+		if in.UniqueKey == "" && len(in.DependsOn) == 0 {
+			continue
+		}
+		if err := w.insertPlain(ctx, jobs[run:i], now, out[run:i]); err != nil {
+			return nil, err
+		}
+		r, err := w.insertOne(ctx, in, now, i, len(jobs) > 1)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+		run = i + 1
+	}
+	if err := w.insertPlain(ctx, jobs[run:], now, out[run:]); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// InsertIdempotent implements store.Store.
+func (s *Store) InsertIdempotent(ctx context.Context, p store.IdempotentInsertParams) (*store.IdempotentInsertResult, error) {
+	if p.Key == "" || p.Render == nil {
+		return nil, &job.ValidationError{Field: "Idempotency-Key", Message: "a key and a renderer are required"}
+	}
+	now := job.Truncate(p.Now)
+	var out *store.IdempotentInsertResult
+	err := s.write(ctx, func(w *wtx) error {
+		ctx := w.ctx
+		var hash string
+		var status int
+		var body []byte
+		err := s.wconn.QueryRowContext(ctx, `SELECT request_hash, status, body FROM idempotency_keys
+			WHERE key = ? AND created_at >= ?`, p.Key, micros(p.Since)).Scan(&hash, &status, &body)
+		switch {
+		case err == nil && hash != p.RequestHash:
+			return fmt.Errorf("idempotency key %q: %w", p.Key, job.ErrIdempotencyMismatch)
+		case err == nil:
+			out = &store.IdempotentInsertResult{Response: store.StoredResponse{Status: status, Body: body}, Replayed: true}
+			return nil
+		case !isNoRows(err):
+			return fmt.Errorf("look up idempotency key: %w", err)
+		}
+		res, err := w.insert(ctx, p.Jobs, now)
+		if err != nil {
+			return err
+		}
+		resp, err := p.Render(res)
+		if err != nil {
+			return err
+		}
+		// An expired record with the same key is replaced.
+		if _, err := s.wconn.ExecContext(ctx, `INSERT INTO idempotency_keys (key, request_hash, status, body, created_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash,
+			status = excluded.status, body = excluded.body, created_at = excluded.created_at`,
+			p.Key, p.RequestHash, resp.Status, resp.Body, micros(now)); err != nil {
+			return fmt.Errorf("record idempotency key: %w", err)
+		}
+		out = &store.IdempotentInsertResult{Results: res, Response: resp}
+		return nil
+	})
+	return out, err
+}
+
+// PruneIdempotencyKeys implements store.Store.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+	n := 0
+	err := s.write(ctx, func(w *wtx) error {
+		res, err := s.wconn.ExecContext(w.ctx, `DELETE FROM idempotency_keys WHERE key IN (
+			SELECT key FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)`,
+			micros(job.Truncate(before)), max(limit, 1))
+		if err != nil {
+			return err
+		}
+		k, err := res.RowsAffected()
+		n = int(k)
+		return err
+	})
+	return n, err
 }
 
 // allPlain reports whether no job is unique or has dependencies.

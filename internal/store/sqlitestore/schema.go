@@ -72,4 +72,14 @@ CREATE TABLE tokens (
 	revoked_at INTEGER
 );
 `,
+	`
+CREATE TABLE idempotency_keys (
+	key          TEXT    PRIMARY KEY,
+	request_hash TEXT    NOT NULL,
+	status       INTEGER NOT NULL,
+	body         BLOB    NOT NULL,
+	created_at   INTEGER NOT NULL
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+`,
 }

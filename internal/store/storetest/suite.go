@@ -56,6 +56,7 @@ func Run(t *testing.T, f Factory) {
 		{"DependencyMustExist", testDependencyMustExist},
 		{"CallerGivingUpHarmsNoOne", testCallerGivesUp},
 		{"Tokens", testTokens},
+		{"IdempotentInsert", testIdempotentInsert},
 		{"ClosedStoreUnavailable", testClosed},
 	}
 	for _, tt := range tests {
@@ -971,4 +972,68 @@ func testTokens(t *testing.T, b *bundle) {
 	_, err = b.s.GetToken(b.ctx, 9999)
 	wantErr(t, err, job.ErrNotFound)
 	wantErr(t, b.s.RevokeToken(b.ctx, store.RevokeTokenParams{Now: T0, ID: 9999}), job.ErrNotFound)
+}
+
+func testIdempotentInsert(t *testing.T, b *bundle) {
+	prep := func(kind string) []*job.Insert {
+		sp := spec(kind)
+		in, err := sp.Prepare(T0, job.Limits{}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []*job.Insert{in}
+	}
+	renders := 0
+	render := func(res []store.InsertResult) (store.StoredResponse, error) {
+		renders++
+		return store.StoredResponse{Status: 201, Body: []byte(fmt.Sprintf(`{"id":%d}`, res[0].Job.ID))}, nil
+	}
+	p := store.IdempotentInsertParams{InsertParams: store.InsertParams{Now: T0, Jobs: prep("k")},
+		Key: "order-1", RequestHash: "h1", Since: T0.Add(-24 * time.Hour), Render: render}
+	first, err := b.s.InsertIdempotent(b.ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Replayed || len(first.Results) != 1 || first.Response.Status != 201 || renders != 1 {
+		t.Fatalf("first call: %+v, renders %d", first, renders)
+	}
+	p.Now = T0.Add(time.Hour)
+	p.Since = p.Now.Add(-24 * time.Hour)
+	again, err := b.s.InsertIdempotent(b.ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Replayed || again.Results != nil || string(again.Response.Body) != string(first.Response.Body) || renders != 1 {
+		t.Fatalf("repeat: %+v, renders %d", again, renders)
+	}
+	if c := b.counts(job.DefaultQueue); c[job.StateAvailable] != 1 {
+		t.Fatalf("a repeated key inserted again: counts %v", c)
+	}
+	other := p
+	other.RequestHash = "h2"
+	_, err = b.s.InsertIdempotent(b.ctx, other)
+	wantErr(t, err, job.ErrIdempotencyMismatch)
+	// After the window the key is free; a failed insert stores no key.
+	bad := p
+	bad.Key = "order-2"
+	bad.Jobs = prep("d")
+	bad.Jobs[0].DependsOn = []job.ID{999999}
+	if _, err := b.s.InsertIdempotent(b.ctx, bad); !errors.Is(err, job.ErrInvalid) {
+		t.Fatalf("insert with a missing dependency: %v", err)
+	}
+	bad.Jobs = prep("d")
+	if r, err := b.s.InsertIdempotent(b.ctx, bad); err != nil || r.Replayed {
+		t.Fatalf("the key of a failed insert was kept: %+v, %v", r, err)
+	}
+	late := p
+	late.Now = T0.Add(25 * time.Hour)
+	late.Since = late.Now.Add(-24 * time.Hour)
+	late.RequestHash = "h3"
+	if r, err := b.s.InsertIdempotent(b.ctx, late); err != nil || r.Replayed {
+		t.Fatalf("an expired key was not free: %+v, %v", r, err)
+	}
+	n, err := b.s.PruneIdempotencyKeys(b.ctx, T0.Add(2*time.Hour), 100)
+	if err != nil || n != 1 {
+		t.Fatalf("PruneIdempotencyKeys = %d, %v; want 1 (order-2)", n, err)
+	}
 }
