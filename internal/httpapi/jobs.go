@@ -66,22 +66,19 @@ type listOutput struct {
 
 type emptyOutput struct{}
 
-// enqueue runs an enqueue, at most once per idempotency key when one is
+// runEnqueue runs an enqueue, at most once per idempotency key when one is
 // given. render makes the response (status and body) from the results; the
 // body is stored with the key and decoded into out (on a repeat, from the
 // first call's stored bytes). It returns the status to answer with.
-func (a *API) enqueue(ctx context.Context, op, key string, request any, render func([]store.InsertResult) (int, any), out any, specs ...job.Spec) (int, error) {
+func runEnqueue[T any](ctx context.Context, a *API, op, key string, request any, render func([]store.InsertResult) (int, T), out *T, specs ...job.Spec) (int, error) {
 	if key == "" {
 		res, err := a.eng.Enqueue(ctx, specs...)
 		if err != nil {
 			return 0, a.fail(ctx, op, err)
 		}
 		status, body := render(res)
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, a.fail(ctx, op, err)
-		}
-		return status, json.Unmarshal(b, out)
+		*out = body
+		return status, nil
 	}
 	// The request's identity: its body as canonical JSON, so that key
 	// order and white space do not make two equal requests differ.
@@ -118,7 +115,7 @@ func (a *API) registerJobs() {
 		DefaultStatus: http.StatusCreated, MaxBodyBytes: a.bodyLimit(false),
 		Errors: []int{400, 413, 415, 422, 503},
 	}, func(ctx context.Context, in *enqueueInput) (*jobOutput, error) {
-		render := func(res []store.InsertResult) (int, any) {
+		render := func(res []store.InsertResult) (int, Job) {
 			out := toJob(res[0].Job)
 			if res[0].Duplicate {
 				out.Duplicate = true
@@ -127,7 +124,7 @@ func (a *API) registerJobs() {
 			return http.StatusCreated, out
 		}
 		out := &jobOutput{}
-		status, err := a.enqueue(ctx, "enqueue", in.IdempotencyKey, in.Body, render, &out.Body, in.Body.spec())
+		status, err := runEnqueue(ctx, a, "enqueue", in.IdempotencyKey, in.Body, render, &out.Body, in.Body.spec())
 		out.Status = status
 		return out, err
 	})
@@ -149,7 +146,7 @@ func (a *API) registerJobs() {
 		for i := range in.Body.Jobs {
 			specs[i] = in.Body.Jobs[i].spec()
 		}
-		render := func(res []store.InsertResult) (int, any) {
+		render := func(res []store.InsertResult) (int, jobsBody) {
 			var body jobsBody
 			body.Jobs = make([]Job, len(res))
 			for i, r := range res {
@@ -159,7 +156,7 @@ func (a *API) registerJobs() {
 			return http.StatusCreated, body
 		}
 		out := &jobsOutput{}
-		status, err := a.enqueue(ctx, "enqueueBatch", in.IdempotencyKey, in.Body, render, &out.Body, specs...)
+		status, err := runEnqueue(ctx, a, "enqueueBatch", in.IdempotencyKey, in.Body, render, &out.Body, specs...)
 		if err != nil && len(specs) == 1 {
 			err = inFirstJob(err)
 		}
