@@ -304,13 +304,22 @@ type Completion struct {
 	Output json.RawMessage
 }
 
-// Complete completes job id held with token, storing output (optional JSON).
+// Complete completes job id held with token, storing output (optional
+// JSON), and returns the whole completed job. (CompleteMany, for batches,
+// returns only the settled fields.)
 func (e *Engine) Complete(ctx context.Context, id job.ID, token string, output json.RawMessage) (*job.Job, error) {
 	res, err := e.CompleteMany(ctx, []Completion{{ID: id, LeaseToken: token, Output: output}})
 	if err != nil {
 		return nil, err
 	}
-	return res[0].Job, res[0].Err
+	if res[0].Err != nil {
+		return nil, res[0].Err
+	}
+	// The completion is durable; read the rest of the row off the writer.
+	if full, err := e.store.Get(ctx, id); err == nil {
+		return full, nil
+	}
+	return res[0].Job, nil
 }
 
 // CompleteMany completes several jobs in one store call and returns one
