@@ -127,22 +127,7 @@ func hwStartWorker(t *testing.T, base string, args ...string) *proc {
 	p := &proc{cmd: exec.Command(py, argv...), done: make(chan struct{})}
 	p.cmd.Dir = root
 	p.cmd.Env = cleanEnv("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start the Python worker: %v", err)
-	}
-	go func() {
-		p.cmd.Wait() //nolint:errcheck // the exit status is read from ProcessState
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill() //nolint:errcheck // it may just have exited
-			<-p.done
-		}
-	})
+	p.launch(t, "the Python worker")
 	return p
 }
 

@@ -101,9 +101,17 @@ func start(t *testing.T, env []string, args ...string) *proc {
 	p := &proc{cmd: exec.Command(droverBin, args...), done: make(chan struct{})}
 	p.cmd.Env = cleanEnv(env...)
 	p.cmd.Dir = t.TempDir()
+	p.launch(t, fmt.Sprintf("drover %q", args))
+	return p
+}
+
+// launch starts p's command, collecting its output, and kills it when the
+// test ends if it is still running.
+func (p *proc) launch(t *testing.T, what string) {
+	t.Helper()
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start drover %q: %v", args, err)
+		t.Fatalf("start %s: %v", what, err)
 	}
 	go func() {
 		p.cmd.Wait() //nolint:errcheck // the exit status is read from ProcessState
@@ -117,7 +125,6 @@ func start(t *testing.T, env []string, args ...string) *proc {
 			<-p.done
 		}
 	})
-	return p
 }
 
 // exitCode waits up to d for the process to exit and returns its status.
