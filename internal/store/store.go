@@ -46,14 +46,17 @@ type Store interface {
 	// returns them in fetch order (priority, scheduled_at, id across all the
 	// queues). Jobs of paused queues are not leased. Each returned job has
 	// its attempt incremented, a new random LeaseToken, AttemptedAt = Now,
-	// LeaseExpiresAt = Now + LeaseFor and AttemptedBy = Worker. No job is
+	// LeaseExpiresAt = Now + LeaseFor (or Now + the job's Timeout when that
+	// is sooner) and AttemptedBy = Worker. No job is
 	// returned by two leases while the first lease lives, even when many
 	// callers lease at once.
 	Lease(ctx context.Context, p LeaseParams) ([]*job.Job, error)
 
-	// Heartbeat extends a live lease to Now + LeaseFor and returns the job.
-	// It returns job.ErrLeaseLost when the token is not the job's live
-	// lease and job.ErrNotFound when the job does not exist.
+	// Heartbeat extends a live lease to Now + LeaseFor, but never past the
+	// attempt's timeout (attempted_at + the job's Timeout), and returns the
+	// job. It returns job.ErrLeaseLost when the token is not the job's
+	// live lease or the attempt is past its timeout, and job.ErrNotFound
+	// when the job does not exist.
 	Heartbeat(ctx context.Context, p HeartbeatParams) (*job.Job, error)
 
 	// Complete settles running jobs as completed, each with its optional
@@ -62,7 +65,8 @@ type Store interface {
 	// For speed the returned job may hold only ID, Kind, Queue, State,
 	// Attempt, FinalizedAt and Output; Get returns all of it.
 	// Completing again with the token that completed the job returns the
-	// job unchanged (the first response may have been lost). Completing a
+	// job unchanged (the first response may have been lost). An attempt
+	// past its timeout cannot complete: job.ErrLeaseLost. Completing a
 	// job makes its pending dependants available once all their
 	// dependencies are complete. The error return is for failures of the
 	// whole call; per-job failures are in the results.
@@ -112,7 +116,10 @@ type Store interface {
 	// Rescue settles running jobs whose lease expired before Now, at most
 	// Limit of them: each expiry is recorded as a failed attempt, and the
 	// job becomes available at once (or discarded with no attempt left, see
-	// job.RescuedState). It returns the rescued jobs in their new state.
+	// job.RescuedState). An attempt that outran its job's timeout is
+	// recorded as timed out (TimedOutMessage) and retried after the
+	// default backoff, as a failure. It returns the rescued jobs in their
+	// new state.
 	Rescue(ctx context.Context, p RescueParams) ([]*job.Job, error)
 
 	// Prune deletes up to Limit jobs in the final states States (all final
@@ -355,6 +362,12 @@ type CreateTokenParams struct {
 type RevokeTokenParams struct {
 	Now time.Time
 	ID  int64
+}
+
+// TimedOutMessage is the error message recorded when an attempt outruns
+// its job's timeout.
+func TimedOutMessage(timeout time.Duration) string {
+	return "attempt timed out after " + timeout.String()
 }
 
 // LeaseExpiredMessage is the error message recorded when a lease expires.

@@ -426,7 +426,7 @@ func (s *Store) Heartbeat(ctx context.Context, p store.HeartbeatParams) (*job.Jo
 	var out *job.Job
 	err := s.write(ctx, func(w *wtx) error {
 		ctx := w.ctx
-		jobs, err := queryJobs(ctx, s.stmts.heartbeat, micros(now.Add(p.LeaseFor)), int64(p.ID), p.LeaseToken)
+		jobs, err := queryJobs(ctx, s.stmts.heartbeat, micros(now), int64(p.ID), p.LeaseToken, micros(now.Add(p.LeaseFor)))
 		if err != nil {
 			return err
 		}
@@ -975,11 +975,19 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 			return err
 		}
 		for _, j := range expired {
-			entry, err := errorEntry(j.Attempt, now, store.LeaseExpiredMessage, "")
+			msg, next, at := store.LeaseExpiredMessage, job.RescuedState(j.Attempt, j.MaxAttempts), now
+			if j.Timeout > 0 && j.AttemptedAt != nil && !j.AttemptedAt.Add(j.Timeout).After(now) {
+				// The attempt outran its timeout: a failure like any
+				// other, retried after the backoff.
+				msg = store.TimedOutMessage(j.Timeout)
+				at = job.Truncate(now.Add(job.DefaultBackoff(j.Attempt)))
+				next = job.FailedState(j.Attempt, j.MaxAttempts, false, at, now)
+			}
+			entry, err := errorEntry(j.Attempt, now, msg, "")
 			if err != nil {
 				return err
 			}
-			r, err := w.settle(ctx, j, job.RescuedState(j.Attempt, j.MaxAttempts), now, now, entry, "rescue")
+			r, err := w.settle(ctx, j, next, at, now, entry, "rescue")
 			if err != nil {
 				return err
 			}

@@ -32,8 +32,15 @@ type stmts struct {
 // settledCols is what a completion returns (see scanSettled).
 const settledCols = `id, kind, queue, attempt, finalized_at, output`
 
+// leaseSet leases a row: a job with a timeout gets no lease past it, so
+// an attempt that outruns its timeout is rescued like a lost worker.
 const leaseSet = `SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
-	attempted_by = ?2, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?3, settled = NULL`
+	attempted_by = ?2, lease_token = lower(hex(randomblob(16))),
+	lease_expires_at = CASE WHEN timeout_us > 0 AND ?1 + timeout_us < ?3 THEN ?1 + timeout_us ELSE ?3 END,
+	settled = NULL`
+
+// inTime is true while a running attempt is within its timeout at ?1.
+const inTime = `(timeout_us = 0 OR attempted_at + timeout_us > ?1)`
 
 func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 	s := &stmts{inserts: map[int]*sql.Stmt{}}
@@ -64,12 +71,12 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 	p(&s.complete, `UPDATE jobs SET state = 'completed', finalized_at = ?1, output = ?2,
 		lease_expires_at = NULL, settled = 'complete',
 		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
-		WHERE id = ?3 AND lease_token = ?4 AND state = 'running' RETURNING `+settledCols)
+		WHERE id = ?3 AND lease_token = ?4 AND state = 'running' AND `+inTime+` RETURNING `+settledCols)
 	p(&s.completeMany, `UPDATE jobs SET state = 'completed', finalized_at = ?1, output = NULL,
 		lease_expires_at = NULL, settled = 'complete',
 		unique_key = CASE WHEN unique_by_period = 1 THEN unique_key END
 		FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token FROM json_each(?2)) AS c
-		WHERE jobs.id = c.c_id AND jobs.lease_token = c.c_token AND jobs.state = 'running'
+		WHERE jobs.id = c.c_id AND jobs.lease_token = c.c_token AND jobs.state = 'running' AND `+inTime+`
 		RETURNING `+settledCols)
 	p(&s.settleState, `SELECT state, lease_token, settled FROM jobs WHERE id = ?`)
 	p(&s.get, `SELECT `+jobCols+` FROM jobs WHERE id = ?`)
@@ -79,8 +86,9 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 		state = CASE WHEN pending_deps > 1 THEN state
 			WHEN scheduled_at > ?1 THEN 'scheduled' ELSE 'available' END
 		WHERE id = ?2 AND state = 'pending' RETURNING queue, state`)
-	p(&s.heartbeat, `UPDATE jobs SET lease_expires_at = ?1
-		WHERE id = ?2 AND lease_token = ?3 AND state = 'running' RETURNING `+jobCols)
+	p(&s.heartbeat, `UPDATE jobs SET lease_expires_at = CASE WHEN timeout_us > 0 AND attempted_at + timeout_us < ?4
+		THEN attempted_at + timeout_us ELSE ?4 END
+		WHERE id = ?2 AND lease_token = ?3 AND state = 'running' AND `+inTime+` RETURNING `+jobCols)
 	if len(errs) > 0 {
 		s.close()
 		return nil, errors.Join(errs...)

@@ -57,6 +57,7 @@ func Run(t *testing.T, f Factory) {
 		{"CallerGivingUpHarmsNoOne", testCallerGivesUp},
 		{"Tokens", testTokens},
 		{"IdempotentInsert", testIdempotentInsert},
+		{"TimeoutBoundsTheAttempt", testTimeoutBoundsAttempt},
 		{"ClosedStoreUnavailable", testClosed},
 	}
 	for _, tt := range tests {
@@ -1035,5 +1036,34 @@ func testIdempotentInsert(t *testing.T, b *bundle) {
 	n, err := b.s.PruneIdempotencyKeys(b.ctx, T0.Add(2*time.Hour), 100)
 	if err != nil || n != 1 {
 		t.Fatalf("PruneIdempotencyKeys = %d, %v; want 1 (order-2)", n, err)
+	}
+}
+
+func testTimeoutBoundsAttempt(t *testing.T, b *bundle) {
+	b.insert(spec("slow", func(s *job.Spec) { s.Timeout = 10 * time.Second; s.MaxAttempts = 3 }))
+	l := b.leaseOne(T0) // asks for 30 s
+	if !l.LeaseExpiresAt.Equal(T0.Add(10 * time.Second)) {
+		t.Fatalf("lease expires %v, want at the timeout %v", l.LeaseExpiresAt, T0.Add(10*time.Second))
+	}
+	j, err := b.s.Heartbeat(b.ctx, store.HeartbeatParams{Now: T0.Add(5 * time.Second), ID: l.ID, LeaseToken: l.LeaseToken, LeaseFor: time.Minute})
+	if err != nil || !j.LeaseExpiresAt.Equal(T0.Add(10*time.Second)) {
+		t.Fatalf("heartbeat extended past the timeout: %v, %v", j, err)
+	}
+	_, err = b.s.Heartbeat(b.ctx, store.HeartbeatParams{Now: T0.Add(11 * time.Second), ID: l.ID, LeaseToken: l.LeaseToken, LeaseFor: time.Minute})
+	wantErr(t, err, job.ErrLeaseLost)
+	_, err = b.complete(T0.Add(11*time.Second), l.ID, l.LeaseToken, "")
+	wantErr(t, err, job.ErrLeaseLost)
+	r, err := b.s.Rescue(b.ctx, store.RescueParams{Now: T0.Add(11 * time.Second), Limit: 10})
+	if err != nil || len(r) != 1 {
+		t.Fatalf("Rescue = %v, %v", ids(r), err)
+	}
+	wantState(t, r[0], job.StateRetryable)
+	if len(r[0].Errors) != 1 || r[0].Errors[0].Message != store.TimedOutMessage(10*time.Second) || !r[0].ScheduledAt.After(T0.Add(11*time.Second)) {
+		t.Fatalf("timed-out job %+v", r[0])
+	}
+	// A job without a timeout keeps the lease it asked for.
+	b.insert(spec("quick"))
+	if l := b.leaseOne(T0, job.DefaultQueue); !l.LeaseExpiresAt.Equal(T0.Add(30 * time.Second)) {
+		t.Fatalf("lease without a timeout expires %v", l.LeaseExpiresAt)
 	}
 }
