@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -67,6 +68,7 @@ func New(mux *http.ServeMux, eng *engine.Engine, opts Options) *API {
 	a.registerWorker()
 	a.registerQueues()
 	mux.HandleFunc("GET /docs", serveDocs)
+	mux.Handle("/v1/", unmatched(mux))
 	return a
 }
 
@@ -91,4 +93,27 @@ func (a *API) bodyLimit(batch bool) int64 {
 		return 32 << 20
 	}
 	return int64(a.opts.MaxArgsBytes) + 64<<10
+}
+
+// unmatched answers /v1 requests that no route takes with a problem: 405
+// (with Allow) when another method would have matched, 404 otherwise.
+// ServeMux would answer them in plain text.
+func unmatched(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/v1/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			p := newProblem(http.StatusMethodNotAllowed, "invalid_argument", r.Method+" is not allowed on "+r.URL.Path)
+			p.headers = http.Header{"Allow": []string{strings.Join(allow, ", ")}}
+			writeProblem(w, p)
+			return
+		}
+		writeProblem(w, newProblem(http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path))
+	})
 }
