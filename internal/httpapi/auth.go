@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -76,12 +77,21 @@ func (a *Authenticator) token(ctx context.Context, id int64) (*store.TokenRecord
 	return rec, nil
 }
 
-type scopeKey struct{}
+type principalKey struct{}
 
-// ScopeFrom returns the scope of the request's token, if it had one.
-func ScopeFrom(ctx context.Context) (auth.Scope, bool) {
-	s, ok := ctx.Value(scopeKey{}).(auth.Scope)
-	return s, ok
+// Principal is who made a request: the token's id and scope.
+type Principal struct {
+	TokenID int64
+	Scope   auth.Scope
+}
+
+// Name is how jobs record their creator: "token:ID".
+func (p Principal) Name() string { return "token:" + strconv.FormatInt(p.TokenID, 10) }
+
+// PrincipalFrom returns who made the request, when tokens are enforced.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
 }
 
 // Wrap returns next behind the token check for /v1 routes.
@@ -100,7 +110,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		scope, p := a.check(r)
+		who, p := a.check(r)
 		if p != nil {
 			if p.Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="drover"`)
@@ -108,39 +118,39 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 			writeProblem(w, p)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), scopeKey{}, scope)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, who)))
 	})
 }
 
 // check authenticates r and authorizes its route.
-func (a *Authenticator) check(r *http.Request) (auth.Scope, *Problem) {
+func (a *Authenticator) check(r *http.Request) (Principal, *Problem) {
 	h := r.Header.Get("Authorization")
 	raw, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || raw == "" {
-		return "", newProblem(http.StatusUnauthorized, "unauthorized", "a bearer token is required: Authorization: Bearer drv_...")
+		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "a bearer token is required: Authorization: Bearer drv_...")
 	}
 	id, secret, err := auth.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return "", newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token is not a Drover token")
+		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token is not a Drover token")
 	}
 	rec, err := a.token(r.Context(), id)
 	if err != nil {
-		return "", problemOf(err)
+		return Principal{}, problemOf(err)
 	}
 	// The same refusal for unknown, revoked and wrong tokens, so that the
 	// answer tells an attacker nothing about which ids exist.
 	if rec == nil || rec.RevokedAt != nil || !auth.Verify(secret, rec.Hash) {
-		return "", newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token is unknown or revoked")
+		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token is unknown or revoked")
 	}
 	scope, err := auth.ParseScope(rec.Scope)
 	if err != nil {
-		return "", newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token has an unknown scope")
+		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token has an unknown scope")
 	}
 	need := NeededScope(r.Method, r.URL.Path)
 	if !scope.Allows(need) {
-		return "", newProblem(http.StatusForbidden, "forbidden", "this call needs the "+string(need)+" scope; the token has "+string(scope))
+		return Principal{}, newProblem(http.StatusForbidden, "forbidden", "this call needs the "+string(need)+" scope; the token has "+string(scope))
 	}
-	return scope, nil
+	return Principal{TokenID: id, Scope: scope}, nil
 }
 
 // NeededScope is the scope a /v1 call needs: reading needs read (which

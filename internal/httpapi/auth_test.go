@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -248,6 +249,61 @@ func TestNeededScope(t *testing.T) {
 		method, path, _ := strings.Cut(call, " ")
 		if got := httpapi.NeededScope(method, path); got != want {
 			t.Errorf("NeededScope(%s) = %s, want %s", call, got, want)
+		}
+	}
+}
+
+// TestProducersReadTheirOwnJobs checks that a producer token sees only
+// the jobs it enqueued (another's are not found, not forbidden), that
+// other scopes see all of them, that jobs record their creator, and that
+// idempotency keys are per token.
+func TestProducersReadTheirOwnJobs(t *testing.T) {
+	t.Parallel()
+	base, st, tokens := authServer(t)
+	secret, hash, _ := auth.New()
+	rec, err := st.CreateToken(t.Context(), store.CreateTokenParams{Now: time.Now(), Name: "other", Scope: "producer", Hash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := auth.Format(rec.ID, secret)
+	mineID, _, _ := auth.Parse(tokens["producer"])
+
+	code, body := call(t, "POST", base+"/v1/jobs", tokens["producer"], `{"kind":"mine"}`)
+	if code != 201 || !strings.Contains(body, `"created_by":"token:`+strconv.FormatInt(mineID, 10)+`"`) {
+		t.Fatalf("enqueue: %d %s", code, body)
+	}
+	if code, _ := call(t, "POST", base+"/v1/jobs", other, `{"kind":"theirs"}`); code != 201 {
+		t.Fatalf("other enqueue: %d", code)
+	}
+	if code, _ := call(t, "GET", base+"/v1/jobs/2", tokens["producer"], ""); code != 404 {
+		t.Fatalf("producer reading another's job: %d, want 404", code)
+	}
+	if code, _ := call(t, "GET", base+"/v1/jobs/1", tokens["producer"], ""); code != 200 {
+		t.Fatalf("producer reading its own job: %d", code)
+	}
+	_, list := call(t, "GET", base+"/v1/jobs", tokens["producer"], "")
+	if !strings.Contains(list, `"kind":"mine"`) || strings.Contains(list, `"kind":"theirs"`) {
+		t.Fatalf("producer's list: %s", list)
+	}
+	for _, who := range []string{"read", "admin", "worker"} {
+		_, list := call(t, "GET", base+"/v1/jobs", tokens[who], "")
+		if !strings.Contains(list, `"kind":"mine"`) || !strings.Contains(list, `"kind":"theirs"`) {
+			t.Fatalf("%s's list: %s", who, list)
+		}
+	}
+	// The same key from two tokens is two requests.
+	for _, tok := range []string{tokens["producer"], other} {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/v1/jobs", strings.NewReader(`{"kind":"k"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Idempotency-Key", "shared")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("key shared across tokens: %d, want 201 for each", resp.StatusCode)
 		}
 	}
 }

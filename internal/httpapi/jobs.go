@@ -11,6 +11,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/droverhq/drover/internal/auth"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 )
@@ -71,6 +72,17 @@ type emptyOutput struct{}
 // body is stored with the key and decoded into out (on a repeat, from the
 // first call's stored bytes). It returns the status to answer with.
 func runEnqueue[T any](ctx context.Context, a *API, op, key string, request any, render func([]store.InsertResult) (int, T), out *T, specs ...job.Spec) (int, error) {
+	who, authed := PrincipalFrom(ctx)
+	if authed {
+		for i := range specs {
+			specs[i].CreatedBy = who.Name()
+		}
+		// Each token has its own key space: another token's key is
+		// another request, never its response.
+		if key != "" {
+			key = who.Name() + "/" + key
+		}
+	}
 	if key == "" {
 		res, err := a.eng.Enqueue(ctx, specs...)
 		if err != nil {
@@ -169,6 +181,9 @@ func (a *API) registerJobs() {
 		Summary: "List jobs", Errors: []int{400, 422},
 	}, func(ctx context.Context, in *listInput) (*listOutput, error) {
 		p := store.ListParams{Kinds: in.Kind, Queues: in.Queue, Tag: in.Tag, Limit: in.Limit, Desc: in.Order == "desc"}
+		if who, ok := PrincipalFrom(ctx); ok && who.Scope == auth.ScopeProducer {
+			p.CreatedBy = who.Name() // producers read their own jobs
+		}
 		for _, s := range in.State {
 			p.States = append(p.States, job.State(strings.TrimSpace(s)))
 		}
@@ -198,6 +213,11 @@ func (a *API) registerJobs() {
 		j, err := a.eng.Get(ctx, job.ID(in.ID))
 		if err != nil {
 			return nil, a.fail(ctx, "getJob", err)
+		}
+		if who, ok := PrincipalFrom(ctx); ok && who.Scope == auth.ScopeProducer && j.CreatedBy != who.Name() {
+			// Not found, rather than forbidden: a producer learns nothing
+			// about other producers' jobs, not even that they exist.
+			return nil, a.fail(ctx, "getJob", fmt.Errorf("job %d: %w", in.ID, job.ErrNotFound))
 		}
 		return &jobOutput{Status: http.StatusOK, Body: toJob(j)}, nil
 	})

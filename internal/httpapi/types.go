@@ -65,6 +65,7 @@ type Job struct {
 	Output      json.RawMessage `json:"output,omitempty"`
 	Errors      []AttemptError  `json:"errors,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
+	CreatedBy   string          `json:"created_by,omitempty" doc:"Who enqueued the job: token:ID when tokens are in use."`
 	ScheduledAt time.Time       `json:"scheduled_at"`
 	AttemptedAt *time.Time      `json:"attempted_at,omitempty"`
 	FinalizedAt *time.Time      `json:"finalized_at,omitempty"`
@@ -87,7 +88,7 @@ func toJob(j *job.Job) Job {
 		ID: int64(j.ID), Kind: j.Kind, Queue: j.Queue, Args: j.Args, Priority: j.Priority,
 		State: string(j.State), Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 		UniqueKey: j.UniqueKey, Tags: j.Tags, Metadata: j.Metadata, Output: j.Output,
-		CreatedAt: j.CreatedAt, ScheduledAt: j.ScheduledAt, AttemptedAt: j.AttemptedAt,
+		CreatedAt: j.CreatedAt, CreatedBy: j.CreatedBy, ScheduledAt: j.ScheduledAt, AttemptedAt: j.AttemptedAt,
 		FinalizedAt: j.FinalizedAt, AttemptedBy: j.AttemptedBy, LeaseToken: j.LeaseToken,
 		LeaseExpiry: j.LeaseExpiresAt,
 	}

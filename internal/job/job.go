@@ -103,6 +103,8 @@ type Job struct {
 	Output    json.RawMessage `json:"output,omitempty"`
 	Errors    []AttemptError  `json:"errors,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
+	// CreatedBy names who enqueued the job, when known ("token:7").
+	CreatedBy string `json:"created_by,omitempty"`
 	// ScheduledAt is when the job may next run; it orders the fetch.
 	ScheduledAt time.Time  `json:"scheduled_at"`
 	AttemptedAt *time.Time `json:"attempted_at,omitempty"`

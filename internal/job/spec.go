@@ -31,6 +31,9 @@ type Spec struct {
 	// Metadata is a JSON object, or empty.
 	Metadata  json.RawMessage
 	DependsOn []ID
+	// CreatedBy names who enqueued the job (for example "token:7"); set by
+	// the faces from the caller's credentials, never by the caller.
+	CreatedBy string
 }
 
 // UniqueOpts makes a job unique. The key is scoped by kind: two jobs of
@@ -82,6 +85,7 @@ type Insert struct {
 	Tags           []string
 	Metadata       json.RawMessage
 	DependsOn      []ID
+	CreatedBy      string
 	CreatedAt      time.Time
 }
 
@@ -92,6 +96,7 @@ type Insert struct {
 func (s *Spec) Prepare(now time.Time, lim Limits, prefix string) (*Insert, error) {
 	now = Truncate(now)
 	in := &Insert{
+		CreatedBy:   s.CreatedBy,
 		Kind:        s.Kind,
 		Queue:       s.Queue,
 		Priority:    s.Priority,

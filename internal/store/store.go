@@ -287,6 +287,8 @@ type ListParams struct {
 	Queues []string
 	// Tag matches jobs that carry this tag.
 	Tag string
+	// CreatedBy matches jobs enqueued by this principal (Job.CreatedBy).
+	CreatedBy string
 	// After is the cursor: the id after which the page starts (in the
 	// chosen order); zero starts at the beginning.
 	After job.ID

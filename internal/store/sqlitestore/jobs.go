@@ -135,9 +135,9 @@ const insertRowsPerStmt = 64
 // insertCols are the columns every insert sets, in the order of
 // insertArgs.
 const insertCols = `state, queue, kind, priority, scheduled_at, args, max_attempts, timeout_us,
-	unique_key, unique_by_period, tags, metadata, depends_on, pending_deps, created_at`
+	unique_key, unique_by_period, tags, metadata, depends_on, pending_deps, created_at, created_by`
 
-const insertColCount = 15
+const insertColCount = 16
 
 // insertArgs appends the values of insertCols for one job.
 func insertArgs(dst []any, in *job.Insert, state job.State, unmet int) ([]any, error) {
@@ -155,7 +155,7 @@ func insertArgs(dst []any, in *job.Insert, state job.State, unmet int) ([]any, e
 	}
 	return append(dst, string(state), in.Queue, in.Kind, in.Priority, micros(in.ScheduledAt),
 		[]byte(in.Args), in.MaxAttempts, in.Timeout.Microseconds(), nullString(in.UniqueKey),
-		byPeriod, tags, nullBytes(in.Metadata), deps, unmet, micros(in.CreatedAt)), nil
+		byPeriod, tags, nullBytes(in.Metadata), deps, unmet, micros(in.CreatedAt), nullString(in.CreatedBy)), nil
 }
 
 // insertPlain inserts jobs that are neither unique nor dependent, many
@@ -224,6 +224,7 @@ func newJob(id int64, in *job.Insert, state job.State) *job.Job {
 		Metadata:    in.Metadata,
 		DependsOn:   in.DependsOn,
 		CreatedAt:   in.CreatedAt,
+		CreatedBy:   in.CreatedBy,
 		ScheduledAt: in.ScheduledAt,
 	}
 }
@@ -866,6 +867,10 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (*store.ListResult
 	}
 	in("kind", p.Kinds)
 	in("queue", p.Queues)
+	if p.CreatedBy != "" {
+		where = append(where, "created_by = ?")
+		args = append(args, p.CreatedBy)
+	}
 	if p.Tag != "" {
 		where = append(where, "EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)")
 		args = append(args, p.Tag)

@@ -14,24 +14,24 @@ import (
 // jobCols is the column list that scanJob reads, in order.
 const jobCols = `id, state, queue, kind, priority, scheduled_at, args, attempt, max_attempts,
 	timeout_us, unique_key, tags, metadata, depends_on, output, errors, created_at,
-	attempted_at, finalized_at, attempted_by, lease_token, lease_expires_at`
+	attempted_at, finalized_at, attempted_by, lease_token, lease_expires_at, created_by`
 
 type scanner interface{ Scan(dest ...any) error }
 
 // scanJob reads one row of jobCols.
 func scanJob(r scanner) (*job.Job, error) {
 	var (
-		j                                job.Job
-		state                            string
-		sched, created                   int64
-		timeoutUS                        int64
-		uniqueKey, tags, deps, by, token sql.NullString
-		metadata, output, errs           []byte
-		attempted, finalized, leaseExp   sql.NullInt64
+		j                                     job.Job
+		state                                 string
+		sched, created                        int64
+		timeoutUS                             int64
+		uniqueKey, tags, deps, by, token, cby sql.NullString
+		metadata, output, errs                []byte
+		attempted, finalized, leaseExp        sql.NullInt64
 	)
 	err := r.Scan(&j.ID, &state, &j.Queue, &j.Kind, &j.Priority, &sched, &j.Args, &j.Attempt,
 		&j.MaxAttempts, &timeoutUS, &uniqueKey, &tags, &metadata, &deps, &output, &errs,
-		&created, &attempted, &finalized, &by, &token, &leaseExp)
+		&created, &attempted, &finalized, &by, &token, &leaseExp, &cby)
 	if err != nil {
 		return nil, err
 	}
@@ -41,6 +41,7 @@ func scanJob(r scanner) (*job.Job, error) {
 	j.Timeout = time.Duration(timeoutUS) * time.Microsecond
 	j.UniqueKey = uniqueKey.String
 	j.AttemptedBy = by.String
+	j.CreatedBy = cby.String
 	j.LeaseToken = token.String
 	j.AttemptedAt = nullTime(attempted)
 	j.FinalizedAt = nullTime(finalized)

@@ -82,4 +82,8 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 `,
+	`
+ALTER TABLE jobs ADD COLUMN created_by TEXT;
+CREATE INDEX jobs_created_by ON jobs (created_by, id) WHERE created_by IS NOT NULL;
+`,
 }

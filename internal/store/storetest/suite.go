@@ -58,6 +58,7 @@ func Run(t *testing.T, f Factory) {
 		{"Tokens", testTokens},
 		{"IdempotentInsert", testIdempotentInsert},
 		{"TimeoutBoundsTheAttempt", testTimeoutBoundsAttempt},
+		{"CreatedByKeptAndFiltered", testCreatedBy},
 		{"ClosedStoreUnavailable", testClosed},
 	}
 	for _, tt := range tests {
@@ -1065,5 +1066,17 @@ func testTimeoutBoundsAttempt(t *testing.T, b *bundle) {
 	b.insert(spec("quick"))
 	if l := b.leaseOne(T0, job.DefaultQueue); !l.LeaseExpiresAt.Equal(T0.Add(30 * time.Second)) {
 		t.Fatalf("lease without a timeout expires %v", l.LeaseExpiresAt)
+	}
+}
+
+func testCreatedBy(t *testing.T, b *bundle) {
+	mine := b.insert(spec("a", func(s *job.Spec) { s.CreatedBy = "token:7" }), spec("b", func(s *job.Spec) { s.CreatedBy = "token:7" }))
+	b.insert(spec("c", func(s *job.Spec) { s.CreatedBy = "token:8" }), spec("d"))
+	if mine[0].CreatedBy != "token:7" || b.get(mine[1].ID).CreatedBy != "token:7" {
+		t.Fatalf("created_by not kept: %q, %q", mine[0].CreatedBy, b.get(mine[1].ID).CreatedBy)
+	}
+	res, err := b.s.List(b.ctx, store.ListParams{CreatedBy: "token:7", Limit: 10})
+	if err != nil || !sameIDs(ids(res.Jobs), ids(mine)) {
+		t.Fatalf("List by created_by: %v, %v; want %v", ids(res.Jobs), err, ids(mine))
 	}
 }
