@@ -77,7 +77,7 @@ func restW2(ctx context.Context, r *runner) (Result, error) {
 					return
 				}
 				t0 := time.Now()
-				if _, err := r.api.Enqueue(ctx, r.request(i)); err != nil {
+				if _, _, err := r.api.EnqueueID(ctx, r.request(i)); err != nil {
 					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
@@ -242,7 +242,7 @@ func restW4(ctx context.Context, r *runner) (Result, error) {
 			a := newArgs(i)
 			a.Sent = time.Now().UnixNano()
 			b, _ := json.Marshal(a)
-			if _, err := r.api.Enqueue(ctx, httpapi.EnqueueRequest{Kind: a.Kind(), Queue: r.queue, Args: b}); err != nil {
+			if _, _, err := r.api.EnqueueID(ctx, httpapi.EnqueueRequest{Kind: a.Kind(), Queue: r.queue, Args: b}); err != nil {
 				insertErr.CompareAndSwap(nil, &err)
 			}
 		}()

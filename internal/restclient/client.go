@@ -257,3 +257,15 @@ func (c *Client) Complete(ctx context.Context, id int64, token string, output js
 	_, err := c.do(ctx, http.MethodPost, "/v1/jobs/"+strconv.FormatInt(id, 10)+"/complete", body, &j)
 	return &j, err
 }
+
+// EnqueueID enqueues one job and returns only its id and whether it was a
+// duplicate: cheaper than Enqueue when the caller needs no more, as in a
+// load generator.
+func (c *Client) EnqueueID(ctx context.Context, r httpapi.EnqueueRequest) (int64, bool, error) {
+	var out struct {
+		ID        int64 `json:"id"`
+		Duplicate bool  `json:"duplicate"`
+	}
+	_, err := c.do(ctx, http.MethodPost, "/v1/jobs", r, &out)
+	return out.ID, out.Duplicate, err
+}
