@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/droverhq/drover/internal/job"
@@ -52,6 +53,9 @@ type Engine struct {
 	store  store.Store
 	notify *notifier
 	log    *slog.Logger
+
+	stopWaitOnce sync.Once
+	stopWait     chan struct{}
 }
 
 // New returns an Engine over cfg.Store.
@@ -74,7 +78,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Engine{cfg: cfg, store: cfg.Store, notify: newNotifier(), log: cfg.Logger}, nil
+	return &Engine{cfg: cfg, store: cfg.Store, notify: newNotifier(), log: cfg.Logger, stopWait: make(chan struct{})}, nil
 }
 
 // Store returns the engine's store.
@@ -265,10 +269,27 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 		case <-poll.C:
 		case <-deadline.C:
 			return []*job.Job{}, nil
+		case <-e.stopWait:
+			return []*job.Job{}, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Waiting returns how many lease calls are waiting for jobs now.
+func (e *Engine) Waiting() int {
+	e.notify.mu.Lock()
+	defer e.notify.mu.Unlock()
+	return e.notify.count
+}
+
+// StopWaiting ends every lease call that is waiting for jobs, now and
+// from now on, with no jobs: a server calls it when it starts to shut down
+// so that long polls do not hold the shutdown up. Calls that wait return
+// at once afterwards. It is safe to call more than once.
+func (e *Engine) StopWaiting() {
+	e.stopWaitOnce.Do(func() { close(e.stopWait) })
 }
 
 // Heartbeat extends the lease on job id held with token by leaseFor (zero

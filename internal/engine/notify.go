@@ -10,6 +10,7 @@ import (
 type notifier struct {
 	mu      sync.Mutex
 	waiters map[string][]*waiter
+	count   int
 }
 
 type waiter struct {
@@ -25,6 +26,7 @@ func newNotifier() *notifier {
 func (n *notifier) register(queues []string) *waiter {
 	w := &waiter{ch: make(chan struct{}, 1), queues: queues}
 	n.mu.Lock()
+	n.count++
 	for _, q := range queues {
 		n.waiters[q] = append(n.waiters[q], w)
 	}
@@ -34,6 +36,7 @@ func (n *notifier) register(queues []string) *waiter {
 
 func (n *notifier) unregister(w *waiter) {
 	n.mu.Lock()
+	n.count--
 	for _, q := range w.queues {
 		ws := n.waiters[q]
 		for i, x := range ws {

@@ -182,6 +182,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.ready.Store(false)
 	s.log.Info("drover stopping", "timeout", s.cfg.ShutdownTimeout.String())
+	// Waiting lease calls answer "no jobs" now rather than hold the stop
+	// up for as long as their wait (up to a minute).
+	s.eng.StopWaiting()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	shutErr := hs.Shutdown(sctx)

@@ -360,3 +360,49 @@ func TestNonLoopbackNeedsTokenOrInsecure(t *testing.T) {
 	}
 	srv.Close()
 }
+
+// TestStopEndsWaitingLeases checks that a long-poll lease waiting for jobs
+// does not hold up a graceful stop: it answers with no jobs, and Serve
+// returns long before the lease's wait (or the shutdown timeout) is over.
+func TestStopEndsWaitingLeases(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ShutdownTimeout = 30 * time.Second
+	r := serve(t, cfg)
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	answered := make(chan answer, 1)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	go func() {
+		resp, err := client.Post(r.url+"/v1/lease", "application/json", strings.NewReader(`{"queues":["q"],"wait":"60s"}`))
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- answer{code: resp.StatusCode, body: string(b)}
+	}()
+	// Wait until the lease is waiting: the admission slot is taken.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.srv.Engine().Waiting() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease never started waiting")
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+	start := time.Now()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("stop took %s with a lease waiting", took)
+	}
+	a := <-answered
+	if a.err != nil || a.code != http.StatusOK || !strings.Contains(a.body, `"jobs":[]`) {
+		t.Fatalf("the waiting lease got %d %q %v, want 200 with no jobs", a.code, a.body, a.err)
+	}
+}
