@@ -49,9 +49,9 @@ type idInput struct {
 }
 
 type listInput struct {
-	State  []string `query:"state" doc:"Only jobs in these states (comma-separated)."`
-	Kind   []string `query:"kind" doc:"Only jobs of these kinds (comma-separated)."`
-	Queue  []string `query:"queue" doc:"Only jobs in these queues (comma-separated)."`
+	State  []string `query:"state,explode" doc:"Only jobs in these states: repeat the parameter or comma-separate the values."`
+	Kind   []string `query:"kind,explode" doc:"Only jobs of these kinds: repeat the parameter or comma-separate the values."`
+	Queue  []string `query:"queue,explode" doc:"Only jobs in these queues: repeat the parameter or comma-separate the values."`
 	Tag    string   `query:"tag" doc:"Only jobs with this tag."`
 	Limit  int      `query:"limit" minimum:"0" maximum:"1000" doc:"Page size; default 100."`
 	Cursor string   `query:"cursor" doc:"next_cursor of the previous page."`
@@ -66,6 +66,20 @@ type listOutput struct {
 }
 
 type emptyOutput struct{}
+
+// splitAll flattens filter values given either as repeated parameters or
+// comma-separated, dropping empty ones.
+func splitAll(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}
 
 // runEnqueue runs an enqueue, at most once per idempotency key when one is
 // given. render makes the response (status and body) from the results; the
@@ -180,12 +194,12 @@ func (a *API) registerJobs() {
 		OperationID: "listJobs", Method: http.MethodGet, Path: "/v1/jobs", Tags: tags,
 		Summary: "List jobs", Errors: []int{400, 422},
 	}, func(ctx context.Context, in *listInput) (*listOutput, error) {
-		p := store.ListParams{Kinds: in.Kind, Queues: in.Queue, Tag: in.Tag, Limit: in.Limit, Desc: in.Order == "desc"}
+		p := store.ListParams{Kinds: splitAll(in.Kind), Queues: splitAll(in.Queue), Tag: in.Tag, Limit: in.Limit, Desc: in.Order == "desc"}
 		if who, ok := PrincipalFrom(ctx); ok && who.Scope == auth.ScopeProducer {
 			p.CreatedBy = who.Name() // producers read their own jobs
 		}
-		for _, s := range in.State {
-			p.States = append(p.States, job.State(strings.TrimSpace(s)))
+		for _, s := range splitAll(in.State) {
+			p.States = append(p.States, job.State(s))
 		}
 		if in.Cursor != "" {
 			after, err := decodeCursor(in.Cursor, p.Desc)

@@ -316,6 +316,8 @@ func TestListJobsFilters(t *testing.T) {
 		{"everything", "", []string{"a1", "a2", "b1", "b2", "later"}},
 		{"one state", "state=available", []string{"a2", "b1"}},
 		{"states comma-separated", "state=running,cancelled", []string{"a1", "b2"}},
+		{"states repeated", "state=running&state=cancelled", []string{"a1", "b2"}},
+		{"states repeated and comma-separated", "state=running&state=cancelled,scheduled", []string{"a1", "b2", "later"}},
 		{"states with spaces", "state=running,%20scheduled", []string{"a1", "later"}},
 		{"a state with no jobs", "state=discarded", nil},
 		{"kind", "kind=a", []string{"a1", "a2"}},
