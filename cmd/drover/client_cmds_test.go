@@ -21,8 +21,14 @@ import (
 // loopback address and returns its base URL.
 func startServer(t *testing.T) string {
 	t.Helper()
+	return startServerIn(t, filepath.Join(t.TempDir(), "data"))
+}
+
+// startServerIn is startServer on a given data directory.
+func startServerIn(t *testing.T, dir string) string {
+	t.Helper()
 	cfg := config.Default()
-	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.DataDir = dir
 	cfg.Addr = "127.0.0.1:0"
 	cfg.NoSync = true
 	srv, err := server.New(cfg, discardLogger())

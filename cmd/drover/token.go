@@ -17,17 +17,25 @@ import (
 
 func newTokenCmd() *cobra.Command {
 	var dataDir, databaseURL string
+	var remote clientFlags
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create, list and revoke API tokens (in the data directory, while the server is stopped)",
+		Short: "Create, list and revoke API tokens",
 		Long: `Create, list and revoke the bearer tokens of the API.
 
-Tokens live in the store. With the embedded store, the server owns the data
-directory while it runs, so stop it, run these commands on its --data-dir,
-and start it again. Once any token exists, every API call needs one.`,
+Tokens live in the store. The first one must be made offline: with the
+embedded store the server owns the data directory while it runs, so stop
+it, run "drover token create --scope admin --data-dir DIR", and start it
+again. Once any token exists, every API call needs one.
+
+With --server (and an admin --token), the commands go through a running
+server's API instead.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "", "data directory of the embedded store (DROVER_DATA_DIR; default ./drover-data)")
 	cmd.PersistentFlags().StringVar(&databaseURL, "database-url", "", "PostgreSQL URL (DROVER_DATABASE_URL)")
+	cmd.PersistentFlags().StringVar(&remote.server, "server", "", "manage tokens through this running server's API instead (needs an admin --token)")
+	cmd.PersistentFlags().StringVar(&remote.token, "token", "", "admin bearer token for --server (DROVER_TOKEN)")
+	remote.output = "table"
 
 	open := func() (store.Store, error) {
 		if databaseURL == "" {
@@ -58,6 +66,19 @@ and start it again. Once any token exists, every API call needs one.`,
 			if err != nil {
 				return &usageError{err}
 			}
+			if remote.server != "" {
+				c, err := remote.client()
+				if err != nil {
+					return err
+				}
+				t, err := c.CreateToken(cmd.Context(), string(sc), name)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+				fmt.Fprintf(cmd.ErrOrStderr(), "token %d (%s, scope %s) created; it is shown only now, store it safely\n", t.ID, name, sc)
+				return nil
+			}
 			st, err := open()
 			if err != nil {
 				return err
@@ -82,14 +103,28 @@ and start it again. Once any token exists, every API call needs one.`,
 	ls := &cobra.Command{
 		Use: "ls", Short: "List tokens (never their secrets)", Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ts, err := st.ListTokens(cmd.Context())
-			if err != nil {
-				return err
+			var ts []store.TokenRecord
+			if remote.server != "" {
+				c, err := remote.client()
+				if err != nil {
+					return err
+				}
+				list, err := c.ListTokens(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, t := range list {
+					ts = append(ts, store.TokenRecord{ID: t.ID, Name: t.Name, Scope: t.Scope, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt})
+				}
+			} else {
+				st, err := open()
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				if ts, err = st.ListTokens(cmd.Context()); err != nil {
+					return err
+				}
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tREVOKED")
@@ -110,13 +145,23 @@ and start it again. Once any token exists, every API call needs one.`,
 			if err != nil || id <= 0 {
 				return &usageError{fmt.Errorf("token id %q: want a positive integer", args[0])}
 			}
-			st, err := open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := st.RevokeToken(cmd.Context(), store.RevokeTokenParams{Now: time.Now(), ID: id}); err != nil {
-				return err
+			if remote.server != "" {
+				c, err := remote.client()
+				if err != nil {
+					return err
+				}
+				if err := c.RevokeToken(cmd.Context(), id); err != nil {
+					return err
+				}
+			} else {
+				st, err := open()
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				if err := st.RevokeToken(cmd.Context(), store.RevokeTokenParams{Now: time.Now(), ID: id}); err != nil {
+					return err
+				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "token %d revoked\n", id)
 			return nil

@@ -69,3 +69,39 @@ func TestTokenCommands(t *testing.T) {
 		t.Fatalf("unknown token: exit %d", got)
 	}
 }
+
+// TestTokenCommandsThroughServer bootstraps an admin token offline, starts
+// the server, and manages tokens through its API with that token.
+func TestTokenCommandsThroughServer(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	out, _, err := runRoot(t, "token", "create", "--scope", "admin", "--name", "boot", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := strings.TrimSpace(out)
+	base := startServerIn(t, dir)
+
+	out, errOut, err := runRoot(t, "token", "create", "--scope", "producer", "--name", "ci", "--server", base, "--token", admin)
+	if err != nil {
+		t.Fatalf("create through the server: %v %s", err, errOut)
+	}
+	producer := strings.TrimSpace(out)
+	if _, _, err := auth.Parse(producer); err != nil {
+		t.Fatalf("created %q: %v", producer, err)
+	}
+	out, _, err = runRoot(t, "token", "ls", "--server", base, "--token", admin)
+	if err != nil || !strings.Contains(out, "boot") || !strings.Contains(out, "ci") {
+		t.Fatalf("ls through the server: %v\n%s", err, out)
+	}
+	// The producer token may enqueue but not manage tokens.
+	if out, _, err := runRoot(t, "enqueue", "k", "--server", base, "--token", producer); err != nil || !strings.Contains(out, "enqueued job") {
+		t.Fatalf("enqueue with the new token: %v %s", err, out)
+	}
+	if _, _, err := runRoot(t, "token", "ls", "--server", base, "--token", producer); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("producer listing tokens: %v", err)
+	}
+	if out, _, err := runRoot(t, "token", "revoke", "2", "--server", base, "--token", admin); err != nil || out != "token 2 revoked\n" {
+		t.Fatalf("revoke through the server: %q %v", out, err)
+	}
+}

@@ -67,6 +67,7 @@ func New(mux *http.ServeMux, eng *engine.Engine, opts Options) *API {
 	a.registerJobs()
 	a.registerWorker()
 	a.registerQueues()
+	a.registerTokens(eng.Store())
 	mux.HandleFunc("GET /docs", serveDocs)
 	mux.Handle("/v1/", unmatched(mux))
 	return a

@@ -159,6 +159,8 @@ func (a *Authenticator) check(r *http.Request) (Principal, *Problem) {
 func NeededScope(method, path string) auth.Scope {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	switch {
+	case len(parts) >= 2 && parts[1] == "tokens":
+		return auth.ScopeAdmin
 	case method == http.MethodGet:
 		return auth.ScopeRead
 	case method == http.MethodPost && path == "/v1/jobs", method == http.MethodPost && path == "/v1/jobs/batch":

@@ -106,6 +106,9 @@ func TestEveryRouteAgainstEveryScope(t *testing.T) {
 		{"GET", "/v1/queues", "", "read"},
 		{"POST", "/v1/queues/q/pause", "", "admin"},
 		{"POST", "/v1/queues/q/resume", "", "admin"},
+		{"GET", "/v1/tokens", "", "admin"},
+		{"POST", "/v1/tokens", `{"scope":"read"}`, "admin"},
+		{"DELETE", "/v1/tokens/424242", "", "admin"},
 	}
 	// The revoked token is a copy of admin's that we then revoke.
 	secret, hash, _ := auth.New()
@@ -305,5 +308,68 @@ func TestProducersReadTheirOwnJobs(t *testing.T) {
 		if resp.StatusCode != 201 {
 			t.Fatalf("key shared across tokens: %d, want 201 for each", resp.StatusCode)
 		}
+	}
+}
+
+// TestTokensThroughTheAPI creates, lists and revokes tokens with an admin
+// token while the server runs, and checks that only admin may.
+func TestTokensThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	base, st, tokens := authServer(t)
+	code, body := call(t, "POST", base+"/v1/tokens", tokens["admin"], `{"scope":"worker","name":"py"}`)
+	if code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var created struct {
+		ID    int64  `json:"id"`
+		Scope string `json:"scope"`
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.Scope != "worker" || !strings.HasPrefix(created.Token, "drv_") {
+		t.Fatalf("create reply %s: %v", body, err)
+	}
+	// The new token works at once, with its scope.
+	if code, _ := call(t, "POST", base+"/v1/lease", created.Token, `{"queues":["q"]}`); code != 200 {
+		t.Fatalf("lease with the new token: %d", code)
+	}
+	if code, _ := call(t, "POST", base+"/v1/jobs", created.Token, `{"kind":"k"}`); code != 403 {
+		t.Fatalf("enqueue with a worker token: %d, want 403", code)
+	}
+	// Listing never shows a secret.
+	code, list := call(t, "GET", base+"/v1/tokens", tokens["admin"], "")
+	_, secret, _ := auth.Parse(created.Token)
+	if code != 200 || !strings.Contains(list, `"name":"py"`) || strings.Contains(list, secret) || strings.Contains(list, `"token":`) {
+		t.Fatalf("list: %d %s", code, list)
+	}
+	// Only admin manages tokens, even for reading.
+	for _, who := range []string{"producer", "worker", "read"} {
+		if code, _ := call(t, "GET", base+"/v1/tokens", tokens[who], ""); code != 403 {
+			t.Fatalf("%s listing tokens: %d, want 403", who, code)
+		}
+		if code, _ := call(t, "POST", base+"/v1/tokens", tokens[who], `{"scope":"admin"}`); code != 403 {
+			t.Fatalf("%s creating a token: %d, want 403", who, code)
+		}
+	}
+	if code, _ := call(t, "POST", base+"/v1/tokens", tokens["admin"], `{"scope":"root"}`); code != 422 {
+		t.Fatalf("unknown scope: %d, want 422", code)
+	}
+	if code, _ := call(t, "DELETE", base+"/v1/tokens/"+strconv.FormatInt(created.ID, 10), tokens["admin"], ""); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	if code, _ := call(t, "DELETE", base+"/v1/tokens/424242", tokens["admin"], ""); code != 404 {
+		t.Fatalf("revoke of an unknown token: %d, want 404", code)
+	}
+	rec, err := st.GetToken(t.Context(), created.ID)
+	if err != nil || rec.RevokedAt == nil {
+		t.Fatalf("after revoke: %+v, %v", rec, err)
+	}
+	// A server that has not cached the token refuses it at once.
+	eng, _ := engine.New(engine.Config{Store: st})
+	mux := http.NewServeMux()
+	httpapi.New(mux, eng, httpapi.Options{})
+	fresh := httptest.NewServer(httpapi.NewAuthenticator(st).Wrap(mux))
+	defer fresh.Close()
+	if code, _ := call(t, "POST", fresh.URL+"/v1/lease", created.Token, `{"queues":["q"]}`); code != 401 {
+		t.Fatalf("revoked token on a fresh server: %d, want 401", code)
 	}
 }

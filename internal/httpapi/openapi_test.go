@@ -32,6 +32,14 @@ var designRoutes = []string{
 	"POST /v1/queues/{name}/resume",
 }
 
+// extraRoutes are the routes beyond DESIGN.md section 4 that the API
+// serves on purpose.
+var extraRoutes = []string{
+	"POST /v1/tokens",
+	"GET /v1/tokens",
+	"DELETE /v1/tokens/{id}",
+}
+
 // operation is one documented operation.
 type operation struct {
 	method, path string
@@ -106,9 +114,9 @@ func TestOpenAPIDocumentsTheDesignRoutes(t *testing.T) {
 			documented = append(documented, o.route())
 		}
 	}
-	want := slices.Sorted(slices.Values(designRoutes))
+	want := slices.Sorted(slices.Values(append(slices.Clone(designRoutes), extraRoutes...)))
 	if !slices.Equal(documented, want) {
-		t.Errorf("documented routes:\n%s\nwant (DESIGN.md section 4):\n%s", strings.Join(documented, "\n"), strings.Join(want, "\n"))
+		t.Errorf("documented routes:\n%s\nwant (DESIGN.md section 4 and the token routes):\n%s", strings.Join(documented, "\n"), strings.Join(want, "\n"))
 	}
 }
 

@@ -269,3 +269,26 @@ func (c *Client) EnqueueID(ctx context.Context, r httpapi.EnqueueRequest) (int64
 	_, err := c.do(ctx, http.MethodPost, "/v1/jobs", r, &out)
 	return out.ID, out.Duplicate, err
 }
+
+// CreateToken creates an API token (admin); the reply's Token field is the
+// only time the secret is shown.
+func (c *Client) CreateToken(ctx context.Context, scope, name string) (*httpapi.Token, error) {
+	var t httpapi.Token
+	_, err := c.do(ctx, http.MethodPost, "/v1/tokens", map[string]string{"scope": scope, "name": name}, &t)
+	return &t, err
+}
+
+// ListTokens lists API tokens without their secrets (admin).
+func (c *Client) ListTokens(ctx context.Context) ([]httpapi.Token, error) {
+	var out struct {
+		Tokens []httpapi.Token `json:"tokens"`
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+	return out.Tokens, err
+}
+
+// RevokeToken revokes an API token (admin).
+func (c *Client) RevokeToken(ctx context.Context, id int64) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+strconv.FormatInt(id, 10), nil, nil)
+	return err
+}
