@@ -5,8 +5,9 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS      := ./...
+GOLANGCI  := $(GO) tool -modfile=tools/go.mod golangci-lint
 
-.PHONY: help build run test test-short lint fmt vet crash fuzz bench bench-workloads verify clean
+.PHONY: help build run test test-short lint golangci-lint fmt vet crash fuzz bench bench-workloads verify clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -23,7 +24,10 @@ test: ## the full test suite with the race detector (what CI runs)
 test-short: ## a quick pass without the race detector
 	$(GO) test -count=1 -short $(PKGS)
 
-lint: fmt vet ## gofmt and go vet
+lint: fmt vet golangci-lint ## gofmt, go vet and golangci-lint (.golangci.yml)
+
+golangci-lint: ## golangci-lint alone, pinned in tools/go.mod
+	$(GOLANGCI) run $(PKGS)
 
 fmt: ## fail if any file is not gofmt-ed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi

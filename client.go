@@ -247,7 +247,7 @@ func (c *Client) Start(ctx context.Context) error {
 	}
 	go func() { comps.Wait(); close(c.compDone) }()
 	c.hbStop, c.hbDone = make(chan struct{}), make(chan struct{})
-	go c.heartbeater()
+	go c.heartbeater() //nolint:gosec // G118: workers outlive Start's ctx by design; Stop ends them
 	for q, qc := range c.cfg.Queues {
 		c.fetchers.Add(1)
 		go c.fetch(q, workersOf(qc))

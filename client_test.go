@@ -83,7 +83,7 @@ func startClient(t *testing.T, workers *drover.Workers, cfg drover.Config) *drov
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) //nolint:usetesting // t.Context is done when cleanups run
 		defer cancel()
 		if err := c.Stop(ctx); err != nil {
 			t.Errorf("Stop: %v", err)

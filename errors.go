@@ -61,21 +61,24 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// Snooze, returned by a worker, re-schedules the job to run again after
-// delay without using up an attempt: for work that is not ready yet.
+// Snooze returns an error that, returned by a worker, re-schedules the job
+// to run again after delay without using up an attempt: for work that is
+// not ready yet.
 func Snooze(delay time.Duration) error { return &snoozeError{delay: max(delay, 0)} }
 
-// Cancel, returned by a worker, cancels the job: it will not run again.
-// err is recorded in the job's error history.
+// Cancel returns an error that, returned by a worker, cancels the job: it
+// will not run again. err is recorded in the job's error history.
 func Cancel(err error) error { return &cancelError{err: err} }
 
-// Discard, returned by a worker, sends the job to the dead-letter set
-// (state discarded) whatever attempts remain: for failures that retrying
-// cannot fix, such as bad args. err is recorded in the job's history.
+// Discard returns an error that, returned by a worker, sends the job to the
+// dead-letter set (state discarded) whatever attempts remain: for failures
+// that retrying cannot fix, such as bad args. err is recorded in the job's
+// history.
 func Discard(err error) error { return &discardError{err: err} }
 
-// RetryIn, returned by a worker, fails the attempt like err and sets the
-// next attempt delay from now, instead of the backoff.
+// RetryIn returns an error that, returned by a worker, fails the attempt
+// like err and sets the next attempt delay from now, instead of the
+// backoff.
 func RetryIn(err error, delay time.Duration) error {
 	return &retryError{err: err, delay: max(delay, 0)}
 }

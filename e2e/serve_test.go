@@ -273,6 +273,7 @@ func TestServeLifecycle(t *testing.T) {
 	srv := start(t, nil, "serve", "--addr", addr, "--data-dir", dataDir, "--log-format", "json")
 	waitReady(t, srv, base)
 
+	//nolint:paralleltest // ordered steps over one running server
 	t.Run("healthz", func(t *testing.T) {
 		code, body, err := getJSON(t, base+"/healthz")
 		if err != nil || code != http.StatusOK || body["status"] != "ok" {
@@ -280,6 +281,7 @@ func TestServeLifecycle(t *testing.T) {
 		}
 	})
 
+	//nolint:paralleltest // ordered steps over one running server
 	t.Run("readyz", func(t *testing.T) {
 		code, body, err := getJSON(t, base+"/readyz")
 		if err != nil || code != http.StatusOK || body["status"] != "ready" {
@@ -287,6 +289,7 @@ func TestServeLifecycle(t *testing.T) {
 		}
 	})
 
+	//nolint:paralleltest // ordered steps over one running server
 	t.Run("second serve on the same data dir fails", func(t *testing.T) {
 		code, _, stderr := run(t, nil, "serve", "--addr", freeAddr(t), "--data-dir", dataDir, "--log-format", "json")
 		if code != 1 {
@@ -307,6 +310,7 @@ func TestServeLifecycle(t *testing.T) {
 		}
 	})
 
+	//nolint:paralleltest // ordered steps over one running server
 	t.Run("SIGTERM stops gracefully", func(t *testing.T) {
 		stop(t, srv)
 		msgs := logMessages(t, srv.stderr.String())
@@ -321,6 +325,7 @@ func TestServeLifecycle(t *testing.T) {
 		}
 	})
 
+	//nolint:paralleltest // ordered steps over one running server
 	t.Run("data dir is released after stop", func(t *testing.T) {
 		addr := freeAddr(t)
 		again := start(t, nil, "serve", "--addr", addr, "--data-dir", dataDir)

@@ -17,6 +17,7 @@ import (
 // that each reports what it measures. It asserts no speed: figures come
 // from `drover bench`, recorded in docs/benchmarks.md.
 func TestRunAllWorkloadsSmall(t *testing.T) {
+	t.Parallel()
 	var progress bytes.Buffer
 	results, err := Run(t.Context(), Config{DataDir: t.TempDir(), Scale: 0.01, NoSync: true, Progress: &progress})
 	if err != nil {
@@ -59,6 +60,7 @@ func TestRunAllWorkloadsSmall(t *testing.T) {
 }
 
 func TestRunRejectsUnknownWorkload(t *testing.T) {
+	t.Parallel()
 	_, err := Run(t.Context(), Config{Workloads: []string{"W9"}, DataDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "unknown workload") {
 		t.Fatalf("error %v, want unknown workload", err)
@@ -68,6 +70,7 @@ func TestRunRejectsUnknownWorkload(t *testing.T) {
 // TestRunOverRESTSmall runs W1-W4 against the real server assembly over
 // REST at a tiny scale and checks that each reports what it measures.
 func TestRunOverRESTSmall(t *testing.T) {
+	t.Parallel()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Addr = "127.0.0.1:0"
@@ -80,7 +83,7 @@ func TestRunOverRESTSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	defer func() {

@@ -1,12 +1,9 @@
 package bench
 
-import (
-	"io"
-	"log/slog"
-)
+import "log/slog"
 
 // quietLogger drops the library's logs, which would drown the progress
 // lines.
 func quietLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }

@@ -156,7 +156,7 @@ func specs(n int, sp job.Spec) []job.Spec {
 }
 
 // wantValidation checks that err is a *job.ValidationError on field.
-func wantValidation(t *testing.T, err error, field string) *job.ValidationError {
+func wantValidation(t *testing.T, err error, field string) {
 	t.Helper()
 	var ve *job.ValidationError
 	if !errors.As(err, &ve) {
@@ -168,7 +168,6 @@ func wantValidation(t *testing.T, err error, field string) *job.ValidationError 
 	if !errors.Is(err, job.ErrInvalid) {
 		t.Fatalf("errors.Is(%v, job.ErrInvalid) = false", err)
 	}
-	return ve
 }
 
 // leaseResult is the outcome of a Lease run in another goroutine.
@@ -770,6 +769,7 @@ func TestList(t *testing.T) {
 			{"limit over the maximum", store.ListParams{Limit: store.MaxListLimit + 1}, "limit"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
 				_, err := b.eng.List(t.Context(), tc.p)
 				wantValidation(t, err, tc.field)
 			})

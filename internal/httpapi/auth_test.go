@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -202,7 +201,7 @@ func TestOpenUntilFirstToken(t *testing.T) {
 	}
 	defer st.Close()
 	a := httpapi.NewAuthenticator(st)
-	on, err := a.Enforced(context.Background())
+	on, err := a.Enforced(t.Context())
 	if err != nil || on {
 		t.Fatalf("fresh store: enforced %v, %v", on, err)
 	}
@@ -224,7 +223,7 @@ func TestOpenUntilFirstToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := httpapi.NewAuthenticator(st)
-	if on, err := fresh.Enforced(context.Background()); err != nil || !on {
+	if on, err := fresh.Enforced(t.Context()); err != nil || !on {
 		t.Fatalf("after a token: enforced %v, %v", on, err)
 	}
 }

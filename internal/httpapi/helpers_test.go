@@ -139,7 +139,7 @@ func (b *bundle) withT(t *testing.T) *bundle {
 // engineConfig is an engine configuration with limits.
 func engineConfig(lim job.Limits) engine.Config { return engine.Config{Limits: lim} }
 
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // response is one HTTP response, read in full.
 type response struct {

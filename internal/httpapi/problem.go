@@ -14,7 +14,7 @@ import (
 
 // Problem is an RFC 9457 problem details body. Code is Drover's stable,
 // machine-readable error code (job.Code); Type is a URN made from it.
-type Problem struct {
+type Problem struct { //nolint:errname // the RFC 9457 name, used in the OpenAPI document
 	Type   string `json:"type" doc:"A URN naming the problem type: urn:drover:problem:CODE."`
 	Title  string `json:"title" doc:"The HTTP status text."`
 	Status int    `json:"status" doc:"The HTTP status code."`

@@ -66,7 +66,7 @@ func TestValidationErrorIs(t *testing.T) {
 			t.Parallel()
 			var err error = &job.ValidationError{Field: "f", Message: "m", TooLarge: tooLarge}
 			for _, target := range sentinels {
-				want := target == job.ErrInvalid || (tooLarge && target == job.ErrTooLarge)
+				want := target == job.ErrInvalid || (tooLarge && target == job.ErrTooLarge) //nolint:errorlint // comparing the sentinels themselves, not a returned error
 				if got := errors.Is(err, target); got != want {
 					t.Errorf("errors.Is(err, %v) = %v, want %v", target, got, want)
 				}

@@ -345,7 +345,7 @@ type Backoff func(attempt int) time.Duration
 // that jobs failing together do not retry together.
 func DefaultBackoff(attempt int) time.Duration {
 	base := BaseBackoff(attempt)
-	return base + time.Duration(rand.Int64N(int64(base)*3/10+1))
+	return base + time.Duration(rand.Int64N(int64(base)*3/10+1)) //nolint:gosec // G404: jitter needs no secrecy
 }
 
 // BaseBackoff is DefaultBackoff without the jitter.

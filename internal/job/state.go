@@ -114,6 +114,7 @@ func HoldsUnique(s State, byPeriod bool) bool {
 		return false
 	case StateCompleted:
 		return byPeriod
+	default:
+		return true
 	}
-	return true
 }

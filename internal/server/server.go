@@ -135,7 +135,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // Listen opens the configured address.
 func (s *Server) Listen() (net.Listener, error) {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	ln, err := net.Listen("tcp", s.cfg.Addr) //nolint:noctx // Listen has no context to pass; Serve owns the lifecycle
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
@@ -198,7 +198,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // serveDebug serves net/http/pprof on the debug address.
 func (s *Server) serveDebug() (*http.Server, error) {
-	ln, err := net.Listen("tcp", s.cfg.DebugAddr)
+	ln, err := net.Listen("tcp", s.cfg.DebugAddr) //nolint:noctx // called from Serve before the listener is up; Serve closes it
 	if err != nil {
 		return nil, fmt.Errorf("listen on debug address %s: %w", s.cfg.DebugAddr, err)
 	}

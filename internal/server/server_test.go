@@ -40,7 +40,7 @@ func testConfig(t *testing.T) config.Config {
 	return cfg
 }
 
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // running is a server serving on a loopback listener in a goroutine.
 type running struct {
@@ -63,13 +63,13 @@ func serve(t *testing.T, cfg config.Config) *running {
 		srv.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	r := &running{srv: srv, url: "http://" + ln.Addr().String(), stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-r.done:
+		case <-r.done: //nolint:errcheck // a test that cares about Serve's result reads it with wait
 		case <-time.After(stopDeadline):
 			t.Errorf("Serve did not return within %s of the test's end", stopDeadline)
 		}

@@ -2,7 +2,6 @@ package sqlitestore_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -29,7 +28,7 @@ const crashChildEnv = "DROVER_CRASH_CHILD_DIR"
 // that every acknowledged enqueue is present and every acknowledged
 // completion is still completed. DROVER_CRASH_ITERATIONS sets how many
 // times (default 20; make crash runs more).
-func TestCrashKill9(t *testing.T) {
+func TestCrashKill9(t *testing.T) { //nolint:paralleltest // runs alone, so other tests' load cannot starve the child it kills
 	if os.Getenv(crashChildEnv) != "" {
 		t.Skip("running as the crash child")
 	}
@@ -116,7 +115,7 @@ func crashOnce(t *testing.T, dir string, delay time.Duration) (enqueued, complet
 	select {
 	case <-ready:
 	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill() // best effort: the test fails either way
 		t.Fatal("crash child did not start")
 	}
 	time.Sleep(delay) // the random moment of the crash, not a wait for a condition
@@ -131,7 +130,7 @@ func crashOnce(t *testing.T, dir string, delay time.Duration) (enqueued, complet
 		t.Fatalf("reopen after kill -9: %v", err)
 	}
 	defer s.Close()
-	ctx := context.Background()
+	ctx := t.Context()
 	mu.Lock()
 	defer mu.Unlock()
 	for id := range acked {
@@ -176,6 +175,7 @@ func crashOnce(t *testing.T, dir string, delay time.Duration) (enqueued, complet
 // TestCrashChild is the crash test's child; it does nothing unless run by
 // TestCrashKill9.
 func TestCrashChild(t *testing.T) {
+	t.Parallel()
 	dir := os.Getenv(crashChildEnv)
 	if dir == "" {
 		t.Skip("only run as the crash test's child")
@@ -191,12 +191,12 @@ func TestCrashChild(t *testing.T) {
 		outMu.Lock()
 		// Written straight through: the parent must see every line whose
 		// acknowledgement happened before the kill.
-		w.WriteString(line + "\n")
+		w.WriteString(line + "\n") //nolint:errcheck // a failed write to the parent's pipe means it is gone
 		w.Flush()
 		outMu.Unlock()
 	}
 	emit("READY 0")
-	ctx := context.Background()
+	ctx := t.Context()
 	var wg sync.WaitGroup
 	for p := range 8 {
 		wg.Add(1)

@@ -147,7 +147,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		paused: map[string]bool{},
 	}
 	if err := s.open(); err != nil {
-		s.closeDBs()
+		_ = s.closeDBs() // best effort: the open error is the one to report
 		lock.Close()
 		return nil, err
 	}
@@ -329,10 +329,10 @@ func (s *Store) Ping(ctx context.Context) error {
 		return job.ErrUnavailable
 	}
 	if p := s.failed.Load(); p != nil {
-		return fmt.Errorf("%w: %v", job.ErrUnavailable, *p)
+		return fmt.Errorf("%w: %v", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
 	}
 	if err := s.rdb.PingContext(ctx); err != nil {
-		return fmt.Errorf("%w: %v", job.ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", job.ErrUnavailable, err) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
 	}
 	return nil
 }

@@ -26,7 +26,10 @@ func open(t testing.TB) store.Store {
 	return s
 }
 
-func TestConformance(t *testing.T) { storetest.Run(t, open) }
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, open)
+}
 
 // TestCleanCloseLeavesSelfContainedFile checks that after Close the
 // database file alone holds every job: the WAL was folded in, so copying

@@ -30,7 +30,7 @@ func (s *Store) CreateToken(ctx context.Context, p store.CreateTokenParams) (*st
 	return out, err
 }
 
-const tokenCols = `id, name, scope, hash, created_at, revoked_at`
+const tokenCols = `id, name, scope, hash, created_at, revoked_at` //nolint:gosec // G101: column names, not a credential
 
 func scanToken(r scanner) (*store.TokenRecord, error) {
 	var t store.TokenRecord

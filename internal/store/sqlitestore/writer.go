@@ -77,7 +77,7 @@ func (s *Store) submit(ctx context.Context, fn func(w *wtx) error, atomic bool) 
 		return fmt.Errorf("store closed: %w", job.ErrUnavailable)
 	}
 	if p := s.failed.Load(); p != nil {
-		return fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p)
+		return fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
 	}
 	o := &op{ctx: ctx, fn: fn, done: make(chan struct{}), atomic: atomic}
 	select {
@@ -151,7 +151,7 @@ func (s *Store) commit(batch []*op) {
 	}()
 	if p := s.failed.Load(); p != nil {
 		for _, o := range batch {
-			o.err = fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p)
+			o.err = fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
 		}
 		return
 	}
@@ -263,7 +263,7 @@ func (s *Store) failBatch(batch []*op, err error) {
 	// error; the others were not made durable.
 	for _, o := range batch {
 		if o.err == nil || isIOError(o.err) {
-			o.err = fmt.Errorf("%w: %v", job.ErrUnavailable, err)
+			o.err = fmt.Errorf("%w: %v", job.ErrUnavailable, err) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
 		}
 	}
 }

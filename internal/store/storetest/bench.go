@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -33,7 +32,7 @@ func benchInserts(b testing.TB, n int, now time.Time) []*job.Insert {
 // single and batched inserts, concurrent single inserts (group commit),
 // and lease+complete.
 func Bench(b *testing.B, f Factory) {
-	ctx := context.Background()
+	ctx := b.Context()
 	b.Run("InsertSingle", func(b *testing.B) {
 		s := f(b)
 		defer s.Close()

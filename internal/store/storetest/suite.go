@@ -639,7 +639,7 @@ func testList(t *testing.T, b *bundle) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if !sameIDs(ids(res.Jobs), c.want) && !(len(c.want) == 0 && len(res.Jobs) == 0) {
+		if !sameIDs(ids(res.Jobs), c.want) && (len(c.want) != 0 || len(res.Jobs) != 0) {
 			t.Fatalf("%s: got %v, want %v", c.name, ids(res.Jobs), c.want)
 		}
 		if res.Next != 0 {
