@@ -36,6 +36,7 @@ type Server struct {
 	svcs  []*maintenance.Service
 	mux   *http.ServeMux
 	auth  *httpapi.Authenticator
+	met   *metrics
 	ready atomic.Bool
 
 	closeOnce sync.Once
@@ -74,7 +75,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux(), auth: httpapi.NewAuthenticator(st)}
+	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux(), auth: httpapi.NewAuthenticator(st), met: newMetrics(eng)}
 	s.svcs = []*maintenance.Service{
 		maintenance.NewPromoter(eng, 0, log),
 		maintenance.NewLeaseRescuer(eng, 0, log),
@@ -105,13 +106,14 @@ func (s *Server) Engine() *engine.Engine { return s.eng }
 // Handler returns the server's HTTP handler: the routes behind the token
 // check and the admission limits.
 func (s *Server) Handler() http.Handler {
-	return httpapi.NewAdmission(s.cfg.MaxRequests, s.cfg.MaxLeaseWaiters).Wrap(s.auth.Wrap(s.mux))
+	return s.met.instrument(httpapi.NewAdmission(s.cfg.MaxRequests, s.cfg.MaxLeaseWaiters).Wrap(s.auth.Wrap(capturePattern(s.mux))))
 }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	s.mux.Handle("GET /metrics", s.met.handler())
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting or shutting down"})

@@ -406,3 +406,46 @@ func TestStopEndsWaitingLeases(t *testing.T) {
 		t.Fatalf("the waiting lease got %d %q %v, want 200 with no jobs", a.code, a.body, a.err)
 	}
 }
+
+// TestMetrics checks that /metrics serves the Prometheus text format with
+// the job counts per queue and state (zeros included), the HTTP requests
+// by route pattern, and the store's writer counters.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	r := serve(t, testConfig(t))
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Post(r.url+"/v1/jobs", "application/json", strings.NewReader(`{"kind":"k","queue":"mail"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = client.Get(r.url + "/v1/jobs/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = client.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	body := string(b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("/metrics: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		`drover_jobs{queue="mail",state="available"} 1`,
+		`drover_jobs{queue="mail",state="completed"} 0`,
+		`drover_queue_paused{queue="mail"} 0`,
+		`drover_http_requests_total{code="201",method="POST",route="POST /v1/jobs"} 1`,
+		`drover_http_requests_total{code="200",method="GET",route="GET /v1/jobs/{id}"} 1`,
+		`drover_lease_waiters 0`,
+		`drover_store_commits_total`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

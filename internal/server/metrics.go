@@ -1,0 +1,141 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/store/sqlitestore"
+)
+
+// metrics holds the server's Prometheus registry and its HTTP
+// instruments. Queue sizes and store counters are read at scrape time, so
+// they cost nothing between scrapes.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(eng *engine.Engine) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_http_requests_total",
+			Help: "HTTP requests answered, by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "drover_http_request_duration_seconds",
+			Help:    "Time to answer HTTP requests, by route pattern and method (long-poll leases include their wait).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route", "method"}),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.requests, m.duration,
+		&engineCollector{eng: eng},
+	)
+	return m
+}
+
+// handler serves the registry in the Prometheus text format.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+type routeKey struct{}
+
+// instrument counts and times every request, refused ones included, by the
+// route pattern that served it (never by raw path, so ids do not explode
+// the label space). The pattern is learnt by capturePattern, which wraps
+// the mux itself: the layers between may hand the mux a copy of the
+// request.
+func (m *metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		route := new(string)
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
+		if *route == "" {
+			*route = "unrouted" // refused before routing (429, 401, 403)
+		}
+		m.requests.WithLabelValues(*route, r.Method, strconv.Itoa(rec.status)).Inc()
+		m.duration.WithLabelValues(*route, r.Method).Observe(time.Since(start).Seconds())
+	})
+}
+
+// capturePattern records the pattern the mux chose for instrument.
+func capturePattern(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r) // sets r.Pattern
+		if route, ok := r.Context().Value(routeKey{}).(*string); ok {
+			*route = r.Pattern
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// engineCollector reports the store's job counts per queue and state, the
+// waiting lease calls, and the embedded store's writer counters.
+type engineCollector struct {
+	eng *engine.Engine
+}
+
+var (
+	jobsDesc     = prometheus.NewDesc("drover_jobs", "Jobs in the store, by queue and state.", []string{"queue", "state"}, nil)
+	pausedDesc   = prometheus.NewDesc("drover_queue_paused", "1 when the queue is paused.", []string{"queue"}, nil)
+	waitersDesc  = prometheus.NewDesc("drover_lease_waiters", "Lease calls waiting for jobs (long polls).", nil, nil)
+	requestsDesc = prometheus.NewDesc("drover_store_write_requests_total", "Write requests run by the embedded store's writer.", nil, nil)
+	commitsDesc  = prometheus.NewDesc("drover_store_commits_total", "Transactions committed (one fsync each) by the embedded store's writer.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{jobsDesc, pausedDesc, waitersDesc, requestsDesc, commitsDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if qs, err := c.eng.Queues(ctx); err == nil {
+		for _, q := range qs {
+			// Every state, zeros included, so that series do not vanish.
+			for _, st := range job.States {
+				ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(q.Counts[st]), q.Name, string(st))
+			}
+			paused := 0.0
+			if q.Paused {
+				paused = 1
+			}
+			ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, paused, q.Name)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(waitersDesc, prometheus.GaugeValue, float64(c.eng.Waiting()))
+	if s, ok := c.eng.Store().(*sqlitestore.Store); ok {
+		st := s.Stats()
+		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(st.Requests))
+		ch <- prometheus.MustNewConstMetric(commitsDesc, prometheus.CounterValue, float64(st.Commits))
+	}
+}
