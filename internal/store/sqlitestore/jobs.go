@@ -17,11 +17,20 @@ import (
 func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.InsertResult, error) {
 	now := job.Truncate(p.Now)
 	var out []store.InsertResult
-	write := s.write
 	if len(p.Jobs) <= insertRowsPerStmt && allPlain(p.Jobs) {
-		write = s.writeAtomic // one multi-row INSERT
+		// Deferred: the writer gathers the plain inserts of a whole
+		// group into as few multi-row INSERTs as it can (see flushPlain).
+		out = make([]store.InsertResult, len(p.Jobs))
+		err := s.submit(ctx, func(w *wtx) error {
+			w.pending = append(w.pending, pendingPlain{o: w.cur, jobs: p.Jobs, now: now, out: out})
+			return nil
+		}, opPlain)
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
-	err := write(ctx, func(w *wtx) error {
+	err := s.write(ctx, func(w *wtx) error {
 		var err error
 		out, err = w.insert(w.ctx, p.Jobs, now)
 		return err
@@ -162,6 +171,22 @@ func insertArgs(dst []any, in *job.Insert, state job.State, unmet int) ([]any, e
 // rows per statement. Their ids are consecutive: the writer is the only
 // one and AUTOINCREMENT hands out max+1 to each row in order.
 func (w *wtx) insertPlain(ctx context.Context, ins []*job.Insert, now time.Time, out []store.InsertResult) error {
+	states := make([]job.State, len(ins))
+	for k, in := range ins {
+		states[k] = job.InitialState(in.ScheduledAt, now, false)
+	}
+	if err := w.insertRows(ctx, ins, states, out); err != nil {
+		return err
+	}
+	for k, in := range ins {
+		w.move(in.Queue, "", states[k])
+	}
+	return nil
+}
+
+// insertRows inserts plain jobs in the given states, many rows per
+// statement, filling out; it records no count changes.
+func (w *wtx) insertRows(ctx context.Context, ins []*job.Insert, states []job.State, out []store.InsertResult) error {
 	for len(ins) > 0 {
 		n := min(len(ins), insertRowsPerStmt)
 		st, err := w.s.insertStmt(ctx, n)
@@ -169,9 +194,7 @@ func (w *wtx) insertPlain(ctx context.Context, ins []*job.Insert, now time.Time,
 			return err
 		}
 		args := make([]any, 0, n*insertColCount)
-		states := make([]job.State, n)
 		for k, in := range ins[:n] {
-			states[k] = job.InitialState(in.ScheduledAt, now, false)
 			if args, err = insertArgs(args, in, states[k], 0); err != nil {
 				return err
 			}
@@ -187,10 +210,48 @@ func (w *wtx) insertPlain(ctx context.Context, ins []*job.Insert, now time.Time,
 		for k, in := range ins[:n] {
 			id := last - int64(n-1-k)
 			out[k] = store.InsertResult{Job: newJob(id, in, states[k])}
-			w.move(in.Queue, "", states[k])
 		}
-		ins, out = ins[n:], out[n:]
+		ins, out, states = ins[n:], out[n:], states[n:]
 	}
+	return nil
+}
+
+// pendingPlain is one deferred plain insert (see Store.Insert).
+type pendingPlain struct {
+	o    *op
+	jobs []*job.Insert
+	now  time.Time
+	out  []store.InsertResult
+}
+
+// flushPlain runs the deferred plain inserts of the group so far as one
+// run of multi-row INSERTs, in their order, and credits each request's
+// count changes to it. An error fails the whole group.
+func (w *wtx) flushPlain() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	var ins []*job.Insert
+	var states []job.State
+	for _, p := range w.pending {
+		for _, in := range p.jobs {
+			ins = append(ins, in)
+			states = append(states, job.InitialState(in.ScheduledAt, p.now, false))
+		}
+	}
+	res := make([]store.InsertResult, len(ins))
+	if err := w.insertRows(w.ctx, ins, states, res); err != nil {
+		return err
+	}
+	k := 0
+	for _, p := range w.pending {
+		for i, in := range p.jobs {
+			p.out[i] = res[k]
+			p.o.deltas = append(p.o.deltas, countDelta{in.Queue, states[k], 1})
+			k++
+		}
+	}
+	w.pending = w.pending[:0]
 	return nil
 }
 

@@ -15,10 +15,10 @@ type op struct {
 	fn   func(w *wtx) error
 	err  error
 	done chan struct{}
-	// atomic marks an op that makes at most one statement's changes, which
-	// SQLite applies whole or not at all, so it needs no savepoint. Any
-	// error from it fails the whole batch.
-	atomic bool
+	// kind says how the op runs: with a savepoint of its own (opNormal),
+	// or deferred into the group's merged plain inserts (opPlain, see
+	// flushPlain), which need none: an error there fails the whole batch.
+	kind opKind
 
 	deltas []countDelta
 	after  []func()
@@ -41,6 +41,8 @@ type wtx struct {
 	// the whole transaction, taking the other callers' work with it. A
 	// caller's context is checked before its request starts instead.
 	ctx context.Context
+	// pending are the plain inserts deferred so far in this group.
+	pending []pendingPlain
 }
 
 // move records that a job of queue went from one state to another; a zero
@@ -63,23 +65,24 @@ func (w *wtx) after(f func()) { w.cur.after = append(w.cur.after, f) }
 // write runs fn in the next group transaction and returns once that
 // transaction is durable (or failed).
 func (s *Store) write(ctx context.Context, fn func(w *wtx) error) error {
-	return s.submit(ctx, fn, false)
+	return s.submit(ctx, fn, opNormal)
 }
 
-// writeAtomic is write for an fn that runs at most one changing statement
-// and fails only when SQLite does (see op.atomic).
-func (s *Store) writeAtomic(ctx context.Context, fn func(w *wtx) error) error {
-	return s.submit(ctx, fn, true)
-}
+type opKind int
 
-func (s *Store) submit(ctx context.Context, fn func(w *wtx) error, atomic bool) error {
+const (
+	opNormal opKind = iota
+	opPlain
+)
+
+func (s *Store) submit(ctx context.Context, fn func(w *wtx) error, kind opKind) error {
 	if s.closed.Load() {
 		return fmt.Errorf("store closed: %w", job.ErrUnavailable)
 	}
 	if p := s.failed.Load(); p != nil {
 		return fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
 	}
-	o := &op{ctx: ctx, fn: fn, done: make(chan struct{}), atomic: atomic}
+	o := &op{ctx: ctx, fn: fn, done: make(chan struct{}), kind: kind}
 	select {
 	case s.reqs <- o:
 	case <-s.quit:
@@ -170,7 +173,14 @@ func (s *Store) commit(batch []*op) {
 			o.err = err
 			continue
 		}
-		savepoint := multi && !o.atomic
+		if o.kind != opPlain {
+			// Deferred inserts run first, so ids follow request order.
+			if err := w.flushPlain(); err != nil {
+				s.abandon(batch, err)
+				return
+			}
+		}
+		savepoint := multi && o.kind == opNormal
 		if savepoint {
 			if _, err := st.savepoint.ExecContext(ctx); err != nil {
 				o.err = fmt.Errorf("savepoint: %w", err)
@@ -181,7 +191,7 @@ func (s *Store) commit(batch []*op) {
 		o.err = o.fn(w)
 		if o.err != nil {
 			o.deltas, o.after = nil, nil
-			if o.atomic && multi {
+			if o.kind != opNormal && multi {
 				// Without a savepoint the others' changes cannot be
 				// kept apart from whatever SQLite undid: fail them all.
 				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting o.err
@@ -222,6 +232,10 @@ func (s *Store) commit(batch []*op) {
 			}
 		}
 	}
+	if err := w.flushPlain(); err != nil {
+		s.abandon(batch, err)
+		return
+	}
 	if ok == 0 {
 		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
 			s.poison(fmt.Errorf("rollback: %w", err))
@@ -256,6 +270,19 @@ func (s *Store) commit(batch []*op) {
 			}
 		}
 	}
+}
+
+// abandon rolls the group back after an error that leaves it unknown
+// which requests' changes stand, and fails them all.
+func (s *Store) abandon(batch []*op, err error) {
+	s.wconn.ExecContext(context.Background(), "ROLLBACK") //nolint:errcheck // reporting err
+	if isIOError(err) {
+		s.poison(err)
+	}
+	for _, o := range batch {
+		o.deltas, o.after = nil, nil
+	}
+	s.failBatch(batch, err)
 }
 
 func (s *Store) failBatch(batch []*op, err error) {
