@@ -38,9 +38,12 @@ vet: ## go vet
 crash: ## the kill -9 crash test, 500 iterations (CI runs 20)
 	DROVER_CRASH_ITERATIONS=500 $(GO) test -count=1 -timeout 60m -run 'TestCrashKill9' -v ./internal/store/sqlitestore
 
-fuzz: ## fuzz every target for FUZZTIME each (default 30s)
-	@for t in $$($(GO) test -list 'Fuzz.*' ./internal/job | grep ^Fuzz); do \
-		$(GO) test -run=XXX -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} ./internal/job || exit 1; done
+fuzz: ## fuzz every target in every package for FUZZTIME each (default 30s)
+	@for pkg in $$($(GO) list ./...); do \
+		for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
+			echo "== $$pkg $$t"; \
+			$(GO) test -run=XXX -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} $$pkg || exit 1; \
+		done; done
 
 bench: ## store and library micro-benchmarks
 	$(GO) test -run=XXX -bench=. -benchmem -count=1 ./internal/store/sqlitestore .

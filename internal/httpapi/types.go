@@ -204,7 +204,8 @@ func decodeCursor(c string, desc bool) (job.ID, error) {
 		return 0, fmt.Errorf("the cursor belongs to a listing in the other order")
 	}
 	id, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil || id <= 0 {
+	if err != nil || id <= 0 || encodeCursor(job.ID(id), desc) != c {
+		// Only the exact text encodeCursor writes is accepted.
 		return 0, fmt.Errorf("not a cursor from this API")
 	}
 	return job.ID(id), nil
