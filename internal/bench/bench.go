@@ -423,30 +423,14 @@ func w4(ctx context.Context, r *runner) (Result, error) {
 		return Result{}, err
 	}
 	stop := r.ticker("started", func() int { return int(started.Load()) }, n)
-	// Open loop: one insert per tick whatever the previous ones are
-	// doing, so a slow server shows up as latency, not as fewer inserts.
-	var wg sync.WaitGroup
-	var insertErr atomic.Pointer[error]
-	t := time.NewTicker(time.Millisecond)
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		<-t.C
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a := newArgs(i)
-			a.Sent = time.Now().UnixNano()
-			if _, err := client.Insert(ctx, a, nil); err != nil {
-				insertErr.CompareAndSwap(nil, &err)
-			}
-		}()
-	}
-	t.Stop()
-	wg.Wait()
-	var waitErr error
-	if p := insertErr.Load(); p != nil {
-		waitErr = *p
-	} else {
+	waitErr := openLoop(n, func(i int) error {
+		a := newArgs(i)
+		a.Sent = time.Now().UnixNano()
+		_, err := client.Insert(ctx, a, nil)
+		return err
+	})
+	if waitErr == nil {
 		select {
 		case <-all:
 		case <-time.After(30 * time.Second):
@@ -499,6 +483,32 @@ func w5(ctx context.Context, r *runner) (Result, error) {
 	wg.Wait()
 	return Result{Jobs: n, Seconds: elapsed.Seconds(), PeakRSSMiB: float64(peak.Load()) / (1 << 20),
 		Note: "RSS sampled every 50 ms while draining, load generator included"}, err
+}
+
+// openLoop calls insert(i) for i in [0, n), one call per millisecond, each
+// in its own goroutine whatever the previous ones are doing, so that a
+// slow server shows up as latency rather than as fewer inserts. It waits
+// for them all and returns the first error.
+func openLoop(n int, insert func(i int) error) error {
+	var wg sync.WaitGroup
+	var first atomic.Pointer[error]
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for i := 0; i < n; i++ {
+		<-t.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := insert(i); err != nil {
+				first.CompareAndSwap(nil, &err)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := first.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // currentRSS reads the process's resident set size from /proc (Linux);

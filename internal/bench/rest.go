@@ -230,29 +230,15 @@ func restW4(ctx context.Context, r *runner) (Result, error) {
 		}()
 	}
 	stop := r.ticker("started", func() int { return int(started.Load()) }, n)
-	var insertErr atomic.Pointer[error]
-	var iw sync.WaitGroup
-	t := time.NewTicker(time.Millisecond)
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		<-t.C
-		iw.Add(1)
-		go func() {
-			defer iw.Done()
-			a := newArgs(i)
-			a.Sent = time.Now().UnixNano()
-			b, _ := json.Marshal(a)
-			if _, _, err := r.api.EnqueueID(ctx, httpapi.EnqueueRequest{Kind: a.Kind(), Queue: r.queue, Args: b}); err != nil {
-				insertErr.CompareAndSwap(nil, &err)
-			}
-		}()
-	}
-	t.Stop()
-	iw.Wait()
-	var err error
-	if p := insertErr.Load(); p != nil {
-		err = *p
-	} else {
+	err := openLoop(n, func(i int) error {
+		a := newArgs(i)
+		a.Sent = time.Now().UnixNano()
+		b, _ := json.Marshal(a)
+		_, _, err := r.api.EnqueueID(ctx, httpapi.EnqueueRequest{Kind: a.Kind(), Queue: r.queue, Args: b})
+		return err
+	})
+	if err == nil {
 		select {
 		case <-all:
 		case err = <-werrs:

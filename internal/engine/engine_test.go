@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,52 +16,16 @@ import (
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
+	"github.com/droverhq/drover/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a settable clock for engine.Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type clock = testenv.Clock
 
-func newClock() *clock {
-	return &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
+func newClock() *clock { return testenv.NewClock() }
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// leaseSpy is the real store with one observation added: it signals on
-// empty each time a Lease finds nothing. A test that sees the signal knows
-// a waiting Engine.Lease has made its first try and is (about to be)
-// blocked on its wake-up channel, so whatever wakes it next is what the
-// test is about. Every call still goes to the real store.
-type leaseSpy struct {
-	store.Store
-	empty chan struct{}
-}
-
-func (s *leaseSpy) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, error) {
-	jobs, err := s.Store.Lease(ctx, p)
-	if err == nil && len(jobs) == 0 {
-		select {
-		case s.empty <- struct{}{}:
-		default:
-		}
-	}
-	return jobs, err
-}
+type leaseSpy = testenv.LeaseSpy
 
 // bundle is one test's engine over a fresh embedded store.
 type bundle struct {
@@ -84,7 +47,7 @@ func setup(t *testing.T, cfg engine.Config) *bundle {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	b := &bundle{clock: newClock(), spy: &leaseSpy{Store: st, empty: make(chan struct{}, 64)}}
+	b := &bundle{clock: newClock(), spy: testenv.NewLeaseSpy(st, 64)}
 	cfg.Store = b.spy
 	if cfg.Now == nil {
 		cfg.Now = b.clock.Now
@@ -101,7 +64,7 @@ func setup(t *testing.T, cfg engine.Config) *bundle {
 func (b *bundle) waitEmptyLease(t *testing.T) {
 	t.Helper()
 	select {
-	case <-b.spy.empty:
+	case <-b.spy.Empty:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no lease attempt seen within 10s")
 	}
@@ -454,7 +417,7 @@ func TestResumeQueueWakesWaiters(t *testing.T) {
 	if jobs := b.lease(t, engine.LeaseRequest{Queues: []string{"q"}}); len(jobs) != 0 {
 		t.Fatalf("leased %d jobs from a paused queue", len(jobs))
 	}
-	<-b.spy.empty // the lease above
+	<-b.spy.Empty // the lease above
 	ch := leaseAsync(t.Context(), b.eng, engine.LeaseRequest{Queues: []string{"q"}, Wait: 30 * time.Second})
 	b.waitEmptyLease(t)
 	if err := b.eng.ResumeQueue(t.Context(), "q"); err != nil {

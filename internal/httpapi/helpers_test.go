@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,49 +23,15 @@ import (
 	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/httpapi"
 	"github.com/droverhq/drover/internal/job"
-	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
+	"github.com/droverhq/drover/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a settable clock for engine.Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type clock = testenv.Clock
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// leaseSpy is the real store with one observation added: it signals on
-// empty each time a Lease finds nothing, so a test knows that a waiting
-// lease has made its first try and is blocked until something wakes it.
-// Every call still goes to the real store.
-type leaseSpy struct {
-	store.Store
-	empty chan struct{}
-}
-
-func (s *leaseSpy) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, error) {
-	jobs, err := s.Store.Lease(ctx, p)
-	if err == nil && len(jobs) == 0 {
-		select {
-		case s.empty <- struct{}{}:
-		default:
-		}
-	}
-	return jobs, err
-}
+type leaseSpy = testenv.LeaseSpy
 
 // config tunes one test's setup.
 type config struct {
@@ -98,8 +63,8 @@ func setupWith(t *testing.T, cfg config) *bundle {
 	}
 	b := &bundle{
 		t:     t,
-		clock: &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
-		spy:   &leaseSpy{Store: st, empty: make(chan struct{}, 1)},
+		clock: testenv.NewClock(),
+		spy:   testenv.NewLeaseSpy(st, 1),
 		mux:   http.NewServeMux(),
 	}
 	cfg.engine.Store = b.spy

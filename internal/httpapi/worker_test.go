@@ -139,7 +139,7 @@ func leaseAsync(t *testing.T, b *bundle, body map[string]any) <-chan leaseResult
 		done <- leaseResult{r, err}
 	}()
 	select {
-	case <-b.spy.empty:
+	case <-b.spy.Empty:
 	case res := <-done:
 		t.Fatalf("lease answered before it had to wait: %v %v", res.r, res.err)
 	}

@@ -15,29 +15,14 @@ import (
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
+	"github.com/droverhq/drover/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// clock is a settable clock for engine.Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type clock = testenv.Clock
 
 // setup returns an engine with a settable clock over a fresh embedded
 // store.
@@ -52,7 +37,7 @@ func setup(t *testing.T) (*engine.Engine, *clock) {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	c := &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := testenv.NewClock()
 	e, err := engine.New(engine.Config{Store: st, Now: c.Now, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)

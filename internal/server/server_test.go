@@ -449,3 +449,46 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestDebugAddrServesProfiler checks that --debug-addr serves Go's
+// profiler on its own address, and that the API port does not.
+func TestDebugAddrServesProfiler(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a free port for the profiler
+	cfg := testConfig(t)
+	cfg.DebugAddr = addr
+	r := serve(t, cfg)
+	// The profiler starts before readiness turns on: wait for readyz.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _ := get(t, r.url+"/readyz"); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server never became ready")
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + addr + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("profiler index: %d", resp.StatusCode)
+	}
+	resp, err = client.Get(r.url + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("profiler on the API port: %d, want 404", resp.StatusCode)
+	}
+}
