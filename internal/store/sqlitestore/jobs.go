@@ -209,7 +209,7 @@ func (w *wtx) insertRows(ctx context.Context, ins []*job.Insert, states []job.St
 		}
 		for k, in := range ins[:n] {
 			id := last - int64(n-1-k)
-			out[k] = store.InsertResult{Job: newJob(id, in, states[k])}
+			out[k] = store.InsertResult{Job: store.NewJob(id, in, states[k])}
 		}
 		ins, out, states = ins[n:], out[n:], states[n:]
 	}
@@ -270,26 +270,6 @@ func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 	return st, nil
 }
 
-func newJob(id int64, in *job.Insert, state job.State) *job.Job {
-	return &job.Job{
-		ID:          job.ID(id),
-		Kind:        in.Kind,
-		Queue:       in.Queue,
-		Args:        in.Args,
-		Priority:    in.Priority,
-		State:       state,
-		MaxAttempts: in.MaxAttempts,
-		Timeout:     in.Timeout,
-		UniqueKey:   in.UniqueKey,
-		Tags:        in.Tags,
-		Metadata:    in.Metadata,
-		DependsOn:   in.DependsOn,
-		CreatedAt:   in.CreatedAt,
-		CreatedBy:   in.CreatedBy,
-		ScheduledAt: in.ScheduledAt,
-	}
-}
-
 func (w *wtx) insertOne(ctx context.Context, in *job.Insert, now time.Time, idx int, many bool) (store.InsertResult, error) {
 	st := w.s.stmts
 	if in.UniqueKey != "" {
@@ -347,7 +327,7 @@ func (w *wtx) insertOne(ctx context.Context, in *job.Insert, now time.Time, idx 
 		w.s.depsRows++
 	}
 	w.move(in.Queue, "", state)
-	return store.InsertResult{Job: newJob(id, in, state)}, nil
+	return store.InsertResult{Job: store.NewJob(id, in, state)}, nil
 }
 
 // Lease implements store.Store.
@@ -387,12 +367,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, err
 		if err != nil {
 			return fmt.Errorf("lease: %w", err)
 		}
-		slices.SortFunc(jobs, func(a, b *job.Job) int {
-			if job.FetchLess(a, b) {
-				return -1
-			}
-			return 1
-		})
+		store.SortFetchOrder(jobs)
 		for _, j := range jobs {
 			w.move(j.Queue, job.StateAvailable, job.StateRunning)
 		}
@@ -528,7 +503,7 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.S
 			}
 			j, err := w.completeOne(ctx, c, now)
 			out[i] = store.SettleResult{Job: j, Err: err}
-			if err != nil && !isSettleError(err) {
+			if err != nil && !store.IsSettleError(err) {
 				return err
 			}
 		}
@@ -577,10 +552,6 @@ func (w *wtx) completeBatch(ctx context.Context, p []store.CompleteJob, idx []in
 		done[i] = true
 	}
 	return nil
-}
-
-func isSettleError(err error) bool {
-	return job.Code(err) == "not_found" || job.Code(err) == "lease_lost"
 }
 
 func (w *wtx) completeOne(ctx context.Context, c store.CompleteJob, now time.Time) (*job.Job, error) {
@@ -661,16 +632,6 @@ func (w *wtx) runningJob(ctx context.Context, id job.ID, token, how string) (*jo
 	return done, false, err
 }
 
-func errorEntry(attempt int, now time.Time, msg, detail string) (string, error) {
-	b, err := json.Marshal(job.AttemptError{
-		Attempt: attempt,
-		At:      now,
-		Message: job.TruncateUTF8(msg, job.MaxErrorMessageBytes),
-		Detail:  job.TruncateUTF8(detail, job.MaxErrorDetailBytes),
-	})
-	return string(b), err
-}
-
 // Fail implements store.Store.
 func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) {
 	now := job.Truncate(p.Now)
@@ -682,20 +643,8 @@ func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) 
 			out = j
 			return err
 		}
-		retryAt := p.RetryAt
-		if retryAt.IsZero() {
-			backoff := p.Backoff
-			if backoff == nil {
-				backoff = func(j *job.Job) time.Duration { return job.DefaultBackoff(j.Attempt) }
-			}
-			retryAt = now.Add(backoff(j))
-		}
-		retryAt = job.Truncate(retryAt)
-		next := job.FailedState(j.Attempt, j.MaxAttempts, p.Discard, retryAt, now)
-		if p.Cancel {
-			next = job.StateCancelled
-		}
-		entry, err := errorEntry(j.Attempt, now, p.Message, p.Detail)
+		next, retryAt := store.FailOutcome(j, p, now)
+		entry, err := store.ErrorEntry(j.Attempt, now, p.Message, p.Detail)
 		if err != nil {
 			return err
 		}
@@ -962,15 +911,7 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (*store.ListResult
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	res := &store.ListResult{Jobs: jobs}
-	if len(jobs) > limit {
-		res.Jobs = jobs[:limit]
-		res.Next = jobs[limit-1].ID
-	}
-	for _, j := range res.Jobs {
-		j.LeaseToken = ""
-	}
-	return res, nil
+	return store.Page(jobs, limit), nil
 }
 
 // Promote implements store.Store.
@@ -1041,15 +982,8 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 			return err
 		}
 		for _, j := range expired {
-			msg, next, at := store.LeaseExpiredMessage, job.RescuedState(j.Attempt, j.MaxAttempts), now
-			if j.Timeout > 0 && j.AttemptedAt != nil && !j.AttemptedAt.Add(j.Timeout).After(now) {
-				// The attempt outran its timeout: a failure like any
-				// other, retried after the backoff.
-				msg = store.TimedOutMessage(j.Timeout)
-				at = job.Truncate(now.Add(job.DefaultBackoff(j.Attempt)))
-				next = job.FailedState(j.Attempt, j.MaxAttempts, false, at, now)
-			}
-			entry, err := errorEntry(j.Attempt, now, msg, "")
+			msg, next, at := store.RescueOutcome(j, now)
+			entry, err := store.ErrorEntry(j.Attempt, now, msg, "")
 			if err != nil {
 				return err
 			}
@@ -1066,15 +1000,7 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 
 // Prune implements store.Store.
 func (s *Store) Prune(ctx context.Context, p store.PruneParams) (int, error) {
-	var states []string
-	for _, st := range p.States {
-		if st.Final() {
-			states = append(states, string(st))
-		}
-	}
-	if len(p.States) == 0 {
-		states = []string{string(job.StateCompleted), string(job.StateCancelled), string(job.StateDiscarded)}
-	}
+	states := store.PruneStates(p.States)
 	if len(states) == 0 {
 		return 0, nil
 	}

@@ -1,0 +1,3 @@
+DROP TABLE drover_queues;
+DROP TABLE drover_job_deps;
+DROP TABLE drover_jobs;

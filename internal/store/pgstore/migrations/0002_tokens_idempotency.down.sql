@@ -1,0 +1,2 @@
+DROP TABLE drover_idempotency_keys;
+DROP TABLE drover_tokens;
