@@ -13,6 +13,7 @@ import (
 	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/maintenance"
+	"github.com/droverhq/drover/internal/store"
 )
 
 // Defaults of Config.
@@ -150,9 +151,22 @@ func (c *Client) Insert(ctx context.Context, args JobArgs, opts *InsertOpts) (*I
 
 // InsertMany enqueues jobs atomically: all of them or, on error, none.
 func (c *Client) InsertMany(ctx context.Context, params []InsertManyParams) ([]*InsertResult, error) {
+	specs, err := specsOf(params)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.eng.Enqueue(ctx, specs...)
+	if err != nil {
+		return nil, err
+	}
+	return insertResults(res), nil
+}
+
+// specsOf turns insert params into job specs; validation errors of a
+// batch name their job as "jobs[i].", as the engine does.
+func specsOf(params []InsertManyParams) ([]job.Spec, error) {
 	specs := make([]job.Spec, len(params))
 	for i, p := range params {
-		// Fields are prefixed "jobs[i]." in a batch, as the engine does.
 		prefix := ""
 		if len(params) > 1 {
 			prefix = fmt.Sprintf("jobs[%d].", i)
@@ -170,15 +184,15 @@ func (c *Client) InsertMany(ctx context.Context, params []InsertManyParams) ([]*
 		}
 		specs[i] = sp
 	}
-	res, err := c.eng.Enqueue(ctx, specs...)
-	if err != nil {
-		return nil, err
-	}
+	return specs, nil
+}
+
+func insertResults(res []store.InsertResult) []*InsertResult {
 	out := make([]*InsertResult, len(res))
 	for i, r := range res {
 		out[i] = &InsertResult{Job: r.Job, Duplicate: r.Duplicate}
 	}
-	return out, nil
+	return out
 }
 
 // Get returns one job with its error history.
@@ -224,6 +238,10 @@ func (c *Client) Start(ctx context.Context) error {
 			maintenance.NewPromoter(c.eng, 0, c.log),
 			maintenance.NewLeaseRescuer(c.eng, 0, c.log),
 			maintenance.NewPruner(c.eng, r, 0, c.log),
+		}
+		if c.st.cluster != nil {
+			// On PostgreSQL only the elected node runs them.
+			c.st.cluster.Attach(c.services...)
 		}
 		for _, s := range c.services {
 			if err := s.Start(base); err != nil {

@@ -5,17 +5,22 @@ import (
 
 	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/maintenance"
 	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/pgstore"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
 // Store is where jobs live: the embedded store in a data directory (see
-// OpenEmbedded), or PostgreSQL for many nodes. Every Client on one Store
+// OpenEmbedded), or PostgreSQL for many nodes (see OpenPostgres). Every Client on one Store
 // shares it, and one Store may serve many Clients. Close it after the last
 // Client has stopped.
 type Store struct {
 	s   store.Store
 	eng *engine.Engine
+	// pg and cluster are set on PostgreSQL (see OpenPostgres).
+	pg      *pgstore.Store
+	cluster *maintenance.Cluster
 }
 
 // EmbeddedOptions tune OpenEmbedded. The zero value is the durable
@@ -56,5 +61,9 @@ func OpenEmbedded(dir string, opts *EmbeddedOptions) (*Store, error) {
 // owns the data directory.
 var ErrDataDirLocked = sqlitestore.ErrLocked
 
-// Close closes the store. Stop every Client that uses it first.
-func (s *Store) Close() error { return s.s.Close() }
+// Close closes the store. Stop every Client that uses it first. On
+// PostgreSQL it first hands the maintenance lead to another node.
+func (s *Store) Close() error {
+	s.closeCluster()
+	return s.s.Close()
+}

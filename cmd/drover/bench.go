@@ -35,14 +35,20 @@ library on the embedded store (durable settings):
   W4  insert one job every millisecond for 10 s while workers run  enqueue-to-start p50/p99/max
   W5  peak RSS while W3 runs with 1,000,000 jobs waiting           MiB
 
+With --database-url, they run on PostgreSQL instead, each workload in a
+fresh schema that is dropped afterwards.
+
 With --server URL, W1-W4 run against a running drover serve over REST
 (each run in a fresh queue); W5 is in-process only.
 
 Progress lines go to stderr; the table (or --json) to stdout.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if databaseURL != "" {
-				return errors.New("--database-url: the PostgreSQL store is not in this build yet")
+			if databaseURL == "" {
+				databaseURL = os.Getenv("DROVER_DATABASE_URL")
+			}
+			if databaseURL != "" && server != "" {
+				return &usageError{errors.New("--database-url and --server exclude each other: with --server the server's own store is measured")}
 			}
 			if scale <= 0 || scale > 100 {
 				return &usageError{errors.New("--scale must be in (0, 100]")}
@@ -69,7 +75,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 			}
 			results, err := bench.Run(cmd.Context(), bench.Config{
 				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
-				Server: server, Token: token,
+				Server: server, Token: token, DatabaseURL: databaseURL,
 			})
 			if err != nil && len(results) == 0 {
 				if strings.Contains(err.Error(), "unknown workload") {
@@ -96,6 +102,6 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	f.StringVar(&server, "server", "", "run W1-W4 against a running server over REST instead of in-process")
 	f.StringVar(&token, "token", "", "bearer token for --server")
-	f.StringVar(&databaseURL, "database-url", "", "run on PostgreSQL (not yet available)")
+	f.StringVar(&databaseURL, "database-url", "", "run in-process on this PostgreSQL database, each workload in a fresh schema (DROVER_DATABASE_URL)")
 	return cmd
 }

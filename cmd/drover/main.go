@@ -74,7 +74,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newServeCmd(), newVersionCmd(), newBenchCmd(), newEnqueueCmd(), newJobsCmd(), newQueuesCmd(), newTokenCmd())
+	root.AddCommand(newServeCmd(), newVersionCmd(), newBenchCmd(), newEnqueueCmd(), newJobsCmd(), newQueuesCmd(), newTokenCmd(), newMigrateCmd())
 	return root
 }
 

@@ -79,11 +79,11 @@ func TestRunServeOnLockedDataDirFails(t *testing.T) {
 	}
 }
 
-func TestRunServeWithDatabaseURLFails(t *testing.T) {
+func TestRunServeWithUnreachableDatabaseFails(t *testing.T) {
 	t.Parallel()
-	// The PostgreSQL store is not built yet: a failed operation, not bad
-	// usage, since the command line itself is well-formed.
-	args := serveArgs(t, "--database-url", "postgres://localhost/drover")
+	// A database that does not answer is a failed operation, not bad
+	// usage: the command line itself is well-formed.
+	args := serveArgs(t, "--database-url", "postgres://u@127.0.0.1:1/drover?connect_timeout=5")
 	if got := run(args); got != exitFail {
 		t.Errorf("run(%q) = %d, want %d", args, got, exitFail)
 	}

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/droverhq/drover"
 	"github.com/droverhq/drover/internal/restclient"
 )
@@ -58,6 +60,9 @@ type Config struct {
 	// URL over REST instead of in-process; Token authenticates.
 	Server string
 	Token  string
+	// DatabaseURL, when set, runs the in-process workloads on PostgreSQL:
+	// each in a fresh schema, dropped afterwards.
+	DatabaseURL string
 }
 
 // Result is one workload's outcome.
@@ -150,9 +155,17 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 				return out, derr
 			}
 			r.dir = dir
+			if cfg.DatabaseURL != "" {
+				r.schema = fmt.Sprintf("drover_bench_%s_%d", strings.ToLower(w.id), time.Now().UnixNano())
+			}
 			res, err = w.run(ctx, r)
 			r.close()
 			os.RemoveAll(dir)
+			if r.schema != "" {
+				if derr := dropSchema(cfg.DatabaseURL, r.schema); derr != nil && err == nil {
+					err = derr
+				}
+			}
 		}
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", w.id, err)
@@ -188,12 +201,20 @@ type runner struct {
 	// uses a fresh queue so runs never see each other's jobs.
 	api   *restclient.Client
 	queue string
+	// schema is the workload's PostgreSQL schema, with Config.DatabaseURL.
+	schema string
 }
 
 func (r *runner) scaled(n int) int { return max(1, int(float64(n)*r.cfg.Scale)) }
 
 func (r *runner) open() (*drover.Store, error) {
-	st, err := drover.OpenEmbedded(r.dir, &drover.EmbeddedOptions{NoSync: r.cfg.NoSync, Logger: quietLogger()})
+	var st *drover.Store
+	var err error
+	if r.schema != "" {
+		st, err = drover.OpenPostgres(context.Background(), r.cfg.DatabaseURL, &drover.PostgresOptions{Schema: r.schema, Logger: quietLogger()})
+	} else {
+		st, err = drover.OpenEmbedded(r.dir, &drover.EmbeddedOptions{NoSync: r.cfg.NoSync, Logger: quietLogger()})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -562,4 +583,17 @@ func WriteJSON(w io.Writer, results []Result) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(map[string]any{"results": results})
+}
+
+// dropSchema removes a workload's PostgreSQL schema.
+func dropSchema(url, schema string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+	return err
 }

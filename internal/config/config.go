@@ -30,6 +30,15 @@ type Config struct {
 	DataDir string `koanf:"data_dir"`
 	// DatabaseURL selects PostgreSQL instead of the embedded store.
 	DatabaseURL string `koanf:"database_url"`
+	// DatabaseSchema, when set, is the PostgreSQL schema of Drover's
+	// tables (created by the migrations); else the URL's search_path.
+	DatabaseSchema string `koanf:"database_schema"`
+	// NoMigrate stops the server from applying PostgreSQL migrations at
+	// start (run `drover migrate` instead).
+	NoMigrate bool `koanf:"no_migrate"`
+	// NodeID names this node in leader election and in attempted_by;
+	// empty means hostname-pid.
+	NodeID string `koanf:"node_id"`
 	// Insecure allows listening on a non-loopback address without
 	// authentication.
 	Insecure bool `koanf:"insecure"`
@@ -88,6 +97,9 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("addr", d.Addr, "HOST:PORT to listen on (DROVER_ADDR)")
 	fs.String("data-dir", d.DataDir, "directory of the embedded store (DROVER_DATA_DIR)")
 	fs.String("database-url", "", "PostgreSQL URL; replaces the embedded store (DROVER_DATABASE_URL)")
+	fs.String("database-schema", "", "PostgreSQL schema for Drover's tables; default: the URL's search_path (DROVER_DATABASE_SCHEMA)")
+	fs.Bool("no-migrate", false, "do not apply PostgreSQL migrations at start; run `drover migrate` (DROVER_NO_MIGRATE)")
+	fs.String("node-id", "", "this node's name in leader election; default hostname-pid (DROVER_NODE_ID)")
 	fs.Bool("insecure", false, "allow a non-loopback address without authentication (DROVER_INSECURE)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (DROVER_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "json or text (DROVER_LOG_FORMAT)")

@@ -105,6 +105,19 @@ func (e *Engine) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.Insert
 	return res, nil
 }
 
+// EnqueueVia is Enqueue through insert instead of the store's Insert: a
+// store's transactional insert, whose jobs exist only once the caller's
+// transaction commits. Nothing is woken here (the jobs are not visible
+// yet); the store wakes workers when the transaction commits.
+func (e *Engine) EnqueueVia(ctx context.Context, insert func(context.Context, store.InsertParams) ([]store.InsertResult, error), specs ...job.Spec) ([]store.InsertResult, error) {
+	now := e.Now()
+	ins, err := e.prepare(now, specs)
+	if err != nil {
+		return nil, err
+	}
+	return insert(ctx, store.InsertParams{Now: now, Jobs: ins})
+}
+
 // IdempotencyTTL is how long an idempotency key is remembered.
 const IdempotencyTTL = 24 * time.Hour
 
@@ -186,8 +199,16 @@ func (e *Engine) wakeInserted(res []store.InsertResult) {
 }
 
 // Notify wakes lease calls waiting on queue as if count jobs had become
-// available there; stores that learn of jobs from other nodes call it.
-func (e *Engine) Notify(queue string, count int) { e.notify.notify(queue, count) }
+// available there (every waiter of queue when count < 0; every waiter of
+// every queue when queue is ""). Stores that learn of jobs from other
+// nodes call it.
+func (e *Engine) Notify(queue string, count int) {
+	if queue == "" {
+		e.notify.notifyAll()
+		return
+	}
+	e.notify.notify(queue, count)
+}
 
 func (e *Engine) wake(counts map[string]int) {
 	for q, n := range counts {

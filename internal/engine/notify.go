@@ -74,3 +74,17 @@ func (n *notifier) notify(queue string, count int) {
 		}
 	}
 }
+
+// notifyAll wakes every waiter of every queue.
+func (n *notifier) notifyAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ws := range n.waiters {
+		for _, w := range ws {
+			select {
+			case w.ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}

@@ -360,3 +360,44 @@ func TestServiceStopWaitsForRunningTask(t *testing.T) {
 		t.Fatal("Stop returned before the task finished")
 	}
 }
+
+func TestServiceGate(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int32
+	ran := make(chan struct{}, 16)
+	s := newService("gated", time.Hour, quiet, func(context.Context) (int, error) {
+		runs.Add(1)
+		ran <- struct{}{}
+		return 0, nil
+	})
+	var leader atomic.Bool
+	s.SetGate(leader.Load)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer s.Stop()
+	// While the gate is shut, neither the first pass nor kicks run the task.
+	for range 3 {
+		s.Kick()
+	}
+	s.Stop()
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("task ran %d times behind a shut gate, want 0", n)
+	}
+	leader.Store(true)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("task did not run once the gate opened")
+	}
+	s.SetGate(nil)
+	s.Kick()
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("task did not run after the gate was removed")
+	}
+}

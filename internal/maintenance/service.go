@@ -5,14 +5,15 @@
 // lifecycle of Service.
 //
 // With the embedded store one process owns the data, so its services always
-// run. With a shared store only the cluster's leader will run them (leader
-// election comes with the PostgreSQL store, issue #4).
+// run. With PostgreSQL every node has them, but each runs its task only
+// while its gate (SetGate: the node is the elected leader) is open.
 package maintenance
 
 import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,7 @@ type Service struct {
 	interval time.Duration
 	task     func(ctx context.Context) (int, error)
 	log      *slog.Logger
+	gate     atomic.Pointer[func() bool]
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -67,6 +69,22 @@ func (s *Service) Stop() {
 	}
 }
 
+// SetGate makes the loop run its task only while gate returns true (nil
+// removes the gate). A node that becomes leader should Kick its services.
+func (s *Service) SetGate(gate func() bool) {
+	if gate == nil {
+		s.gate.Store(nil)
+		return
+	}
+	s.gate.Store(&gate)
+}
+
+// open reports whether the gate lets the task run.
+func (s *Service) open() bool {
+	g := s.gate.Load()
+	return g == nil || (*g)()
+}
+
 // Kick asks the loop to run the task now rather than at the next tick.
 func (s *Service) Kick() {
 	select {
@@ -80,7 +98,11 @@ func (s *Service) loop(ctx context.Context, done chan struct{}) {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
 	for {
-		n, err := s.task(ctx)
+		var n int
+		var err error
+		if s.open() {
+			n, err = s.task(ctx)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Error("maintenance task failed", "err", err)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -138,4 +139,44 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(st.Requests))
 		ch <- prometheus.MustNewConstMetric(commitsDesc, prometheus.CounterValue, float64(st.Commits))
 	}
+}
+
+// clusterCollector reports a PostgreSQL node's leadership and its
+// connection pool.
+type clusterCollector struct {
+	leader func() bool
+	pool   *pgxpool.Pool
+}
+
+var (
+	leaderDesc       = prometheus.NewDesc("drover_leader", "1 while this node is the elected leader that runs maintenance (PostgreSQL).", nil, nil)
+	poolTotalDesc    = prometheus.NewDesc("drover_pg_pool_connections", "Connections in the PostgreSQL pool, by state.", []string{"state"}, nil)
+	poolMaxDesc      = prometheus.NewDesc("drover_pg_pool_max_connections", "Size limit of the PostgreSQL pool.", nil, nil)
+	poolAcquiresDesc = prometheus.NewDesc("drover_pg_pool_acquires_total", "Connections acquired from the PostgreSQL pool.", nil, nil)
+	poolWaitsDesc    = prometheus.NewDesc("drover_pg_pool_empty_acquires_total", "Acquires that had to wait for a connection.", nil, nil)
+	poolWaitDesc     = prometheus.NewDesc("drover_pg_pool_acquire_wait_seconds_total", "Time spent waiting for pool connections.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{leaderDesc, poolTotalDesc, poolMaxDesc, poolAcquiresDesc, poolWaitsDesc, poolWaitDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	leader := 0.0
+	if c.leader() {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, leader)
+	st := c.pool.Stat()
+	ch <- prometheus.MustNewConstMetric(poolTotalDesc, prometheus.GaugeValue, float64(st.AcquiredConns()), "acquired")
+	ch <- prometheus.MustNewConstMetric(poolTotalDesc, prometheus.GaugeValue, float64(st.IdleConns()), "idle")
+	ch <- prometheus.MustNewConstMetric(poolTotalDesc, prometheus.GaugeValue, float64(st.ConstructingConns()), "constructing")
+	ch <- prometheus.MustNewConstMetric(poolMaxDesc, prometheus.GaugeValue, float64(st.MaxConns()))
+	ch <- prometheus.MustNewConstMetric(poolAcquiresDesc, prometheus.CounterValue, float64(st.AcquireCount()))
+	ch <- prometheus.MustNewConstMetric(poolWaitsDesc, prometheus.CounterValue, float64(st.EmptyAcquireCount()))
+	ch <- prometheus.MustNewConstMetric(poolWaitDesc, prometheus.CounterValue, st.AcquireDuration().Seconds())
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/maintenance"
 	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/pgstore"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
@@ -34,10 +36,13 @@ type Server struct {
 	store store.Store
 	eng   *engine.Engine
 	svcs  []*maintenance.Service
-	mux   *http.ServeMux
-	auth  *httpapi.Authenticator
-	met   *metrics
-	ready atomic.Bool
+	// cluster runs the listener and leader election on PostgreSQL; nil
+	// on the embedded store.
+	cluster *maintenance.Cluster
+	mux     *http.ServeMux
+	auth    *httpapi.Authenticator
+	met     *metrics
+	ready   atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -52,7 +57,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	st, err := openStore(cfg)
+	if cfg.NodeID == "" {
+		host, _ := os.Hostname()
+		cfg.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	st, err := openStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -83,15 +92,31 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			Completed: cfg.RetainCompleted, Cancelled: cfg.RetainCancelled, Discarded: cfg.RetainDiscarded,
 		}, 0, log),
 	}
+	if pg, ok := st.(*pgstore.Store); ok {
+		s.cluster, err = maintenance.StartCluster(eng, pg, cfg.NodeID, log)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		s.cluster.Attach(s.svcs...)
+		s.met.reg.MustRegister(&clusterCollector{leader: s.cluster.IsLeader, pool: pg.Pool()})
+	}
 	s.routes()
 	httpapi.New(s.mux, eng, httpapi.Options{MaxArgsBytes: cfg.MaxArgsBytes, Logger: log, Version: cfg.Version})
 	return s, nil
 }
 
-func openStore(cfg config.Config) (store.Store, error) {
+func openStore(cfg config.Config, log *slog.Logger) (store.Store, error) {
 	if cfg.DatabaseURL != "" {
-		// TODO(#4): the PostgreSQL store.
-		return nil, errors.New("--database-url: the PostgreSQL store is not in this build yet; use the embedded store (--data-dir)")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		st, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{
+			Schema: cfg.DatabaseSchema, NoMigrate: cfg.NoMigrate, NodeID: cfg.NodeID, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		return st, nil
 	}
 	st, err := sqlitestore.Open(cfg.DataDir, sqlitestore.Options{NoSync: cfg.NoSync})
 	if err != nil {
@@ -217,8 +242,8 @@ func (s *Server) serveDebug() (*http.Server, error) {
 }
 
 func (s *Server) storeName() string {
-	if s.cfg.DatabaseURL != "" {
-		return "postgres"
+	if pg, ok := s.store.(*pgstore.Store); ok {
+		return "postgres:" + pg.Schema()
 	}
 	return "embedded:" + s.cfg.DataDir
 }
@@ -229,6 +254,10 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		for _, svc := range s.svcs {
 			svc.Stop()
+		}
+		if s.cluster != nil {
+			// Resign before closing the pool, so another node leads at once.
+			s.cluster.Stop(5 * time.Second)
 		}
 		s.closeErr = s.store.Close()
 	})

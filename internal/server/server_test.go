@@ -20,6 +20,7 @@ import (
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/server"
 	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/pgstore/pgtest"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
@@ -218,23 +219,76 @@ func TestNewRefusesDataDirOfRunningServer(t *testing.T) {
 	}
 }
 
-func TestNewRefusesDatabaseURL(t *testing.T) {
+// TestServeOnPostgres runs the production assembly on PostgreSQL: the
+// data directory is never touched, the API works, and the node elects
+// itself leader (it is alone) and says so in /metrics.
+func TestServeOnPostgres(t *testing.T) {
 	t.Parallel()
+	url := pgtest.TestURL(t)
 	cfg := testConfig(t)
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.DatabaseURL = "postgres://localhost/drover"
+	cfg.DatabaseURL = url
+	cfg.DatabaseSchema = pgtest.TestSchema(t, url)
+	cfg.NodeID = "node-1"
+	r := serve(t, cfg)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Post(r.url+"/v1/jobs", "application/json", strings.NewReader(`{"kind":"k","queue":"pgq"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/jobs = %d, want 201", resp.StatusCode)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get(r.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		if strings.Contains(body, "drover_leader 1") {
+			for _, want := range []string{`drover_jobs{queue="pgq",state="available"} 1`, `drover_pg_pool_max_connections`} {
+				if !strings.Contains(body, want) {
+					t.Errorf("/metrics lacks %q", want)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node never became leader; /metrics:\n%s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := get(t, r.url+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz = %d %v", code, body)
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if _, statErr := os.Stat(cfg.DataDir); !errors.Is(statErr, os.ErrNotExist) {
+		t.Errorf("data dir %s exists after a PostgreSQL run (stat: %v), want it untouched", cfg.DataDir, statErr)
+	}
+}
+
+// TestNewReportsUnreachableDatabase: a database that does not answer is a
+// clear error at start that never shows the URL's password.
+func TestNewReportsUnreachableDatabase(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.DatabaseURL = "postgres://drover:s3cret-pw@127.0.0.1:1/drover?connect_timeout=5"
 	srv, err := server.New(cfg, discardLogger())
 	if err == nil {
 		srv.Close()
-		t.Fatal("server.New with DatabaseURL = nil error, want PostgreSQL not built")
+		t.Fatal("server.New with an unreachable database = nil error")
 	}
-	for _, want := range []string{"--database-url", "PostgreSQL", "not in this build"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("server.New error %q does not mention %q", err, want)
-		}
+	if !strings.Contains(err.Error(), "PostgreSQL") {
+		t.Errorf("error %q does not mention PostgreSQL", err)
 	}
-	if _, statErr := os.Stat(cfg.DataDir); !errors.Is(statErr, os.ErrNotExist) {
-		t.Errorf("data dir %s exists after a PostgreSQL config (stat: %v), want it untouched", cfg.DataDir, statErr)
+	if strings.Contains(err.Error(), "s3cret-pw") {
+		t.Errorf("error %q shows the password", err)
 	}
 }
 

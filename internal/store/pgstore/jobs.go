@@ -23,6 +23,7 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
 }
 
 // inTime is true while a running attempt of j is within its timeout at $1.
@@ -56,28 +57,32 @@ func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inser
 		// One multi-row statement, atomic on its own: no transaction.
 		err := s.retry(ctx, func() error {
 			var err error
-			out, err = s.insertRows(ctx, s.pool, p.Jobs, now)
+			out, err = s.insertRows(ctx, s.pool, p.Jobs, now, false)
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
+		s.announceInserted(out)
 		return out, nil
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		out, err = s.insert(ctx, tx, p.Jobs, now)
+		out, err = s.insert(ctx, tx, p.Jobs, now, false)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.announceInserted(out)
 	return out, nil
 }
 
 // InsertTx inserts jobs inside the caller's transaction: they exist, and
 // workers on every node see them, exactly when tx commits. The insert runs
-// in a savepoint, so that a refused insert leaves tx usable.
+// in a savepoint, so that a refused insert leaves tx usable. Its
+// notification carries no node id, so this node's listener wakes its own
+// waiters too when tx commits.
 func (s *Store) InsertTx(ctx context.Context, tx pgx.Tx, p store.InsertParams) ([]store.InsertResult, error) {
 	if err := s.live(); err != nil {
 		return nil, err
@@ -86,7 +91,7 @@ func (s *Store) InsertTx(ctx context.Context, tx pgx.Tx, p store.InsertParams) (
 	var out []store.InsertResult
 	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
 		var err error
-		out, err = s.insert(ctx, sp, p.Jobs, now)
+		out, err = s.insert(ctx, sp, p.Jobs, now, true)
 		return err
 	})
 	if err != nil {
@@ -98,14 +103,18 @@ func (s *Store) InsertTx(ctx context.Context, tx pgx.Tx, p store.InsertParams) (
 // insert inserts jobs in order inside a transaction and returns their
 // results: runs of plain jobs in multi-row statements, unique and
 // dependent jobs one by one.
-func (s *Store) insert(ctx context.Context, q querier, jobs []*job.Insert, now time.Time) ([]store.InsertResult, error) {
+//
+// With txNotify the statements NOTIFY themselves, for a transaction that
+// the caller commits (InsertTx); otherwise the caller announces the jobs
+// once its transaction has committed.
+func (s *Store) insert(ctx context.Context, q querier, jobs []*job.Insert, now time.Time, txNotify bool) ([]store.InsertResult, error) {
 	out := make([]store.InsertResult, len(jobs))
 	run := 0
 	flush := func(end int) error {
 		if run == end {
 			return nil
 		}
-		res, err := s.insertRows(ctx, q, jobs[run:end], now)
+		res, err := s.insertRows(ctx, q, jobs[run:end], now, txNotify)
 		if err != nil {
 			return err
 		}
@@ -119,7 +128,7 @@ func (s *Store) insert(ctx context.Context, q querier, jobs []*job.Insert, now t
 		if err := flush(i); err != nil {
 			return nil, err
 		}
-		r, err := s.insertOne(ctx, q, in, now, i, len(jobs) > 1)
+		r, err := s.insertOne(ctx, q, in, now, i, len(jobs) > 1, txNotify)
 		if err != nil {
 			return nil, err
 		}
@@ -143,12 +152,35 @@ func allPlain(ins []*job.Insert) bool {
 	return true
 }
 
-// insertSQL inserts rows given as parallel arrays and NOTIFYs the queues
-// that gained available jobs, in one statement. Ids come from the
-// identity sequence in the order of the arrays, so the caller sorts the
-// returned ids to match them to its rows.
-func (s *Store) insertSQL(onConflict string) string {
-	return `WITH ins AS (
+// insertSQL inserts rows given as parallel arrays in one statement. Ids
+// come from the identity sequence in the order of the arrays, so the
+// caller sorts the returned ids to match them to its rows. With txNotify
+// the statement also NOTIFYs ($17) the queues that gained available jobs,
+// without a node id, so that every node wakes when the transaction
+// commits.
+//
+// Only InsertTx notifies inside the transaction: PostgreSQL serializes
+// the commits of transactions that NOTIFY (a database-wide lock held
+// across the WAL flush), which would undo group commit, so every other
+// path announces its jobs after its commit instead (see announce).
+func insertSQL(onConflict string, txNotify bool) string {
+	if !txNotify {
+		return `WITH ins AS (` + insertBody + onConflict + `
+	RETURNING id
+)
+SELECT id FROM ins`
+	}
+	return `WITH ins AS (` + insertBody + onConflict + `
+	RETURNING id, queue, state
+), woke AS (
+	SELECT count(pg_notify($17, n || '||' || q)) AS n
+	FROM (SELECT queue AS q, count(*) AS n FROM ins WHERE state = 'available' GROUP BY queue) AS d
+)
+SELECT ins.id FROM ins CROSS JOIN woke`
+}
+
+// insertBody is the INSERT of insertSQL.
+const insertBody = `
 	INSERT INTO drover_jobs (state, queue, kind, priority, scheduled_at, args, max_attempts, timeout_us,
 		unique_key, unique_by_period, tags, metadata, depends_on, pending_deps, created_at, created_by)
 	SELECT u.state, u.queue, u.kind, u.priority, u.scheduled_at, u.args::json, u.max_attempts, u.timeout_us,
@@ -162,13 +194,7 @@ func (s *Store) insertSQL(onConflict string) string {
 		$15::timestamptz[], $16::text[])
 		AS u(state, queue, kind, priority, scheduled_at, args, max_attempts, timeout_us, unique_key,
 			unique_by_period, tags, metadata, deps, pending_deps, created_at, created_by)
-	` + onConflict + `
-	RETURNING id, queue, state
-), woke AS (
-	SELECT count(pg_notify($17, q)) AS n FROM (SELECT DISTINCT queue AS q FROM ins WHERE state = 'available') d
-)
-SELECT ins.id FROM ins CROSS JOIN woke`
-}
+	`
 
 // insertBatch holds the parallel arrays of insertSQL.
 type insertBatch struct {
@@ -210,9 +236,13 @@ func (b *insertBatch) add(in *job.Insert, state job.State, unmet int) error {
 	return nil
 }
 
-func (b *insertBatch) args17(channel string) []any {
-	return []any{b.state, b.queue, b.kind, b.priority, b.scheduledAt, b.args, b.maxAttempts, b.timeoutUS,
-		b.uniqueKey, b.uniqueByPeriod, b.tags, b.metadata, b.deps, b.pendingDeps, b.createdAt, b.createdBy, channel}
+func (b *insertBatch) params(channel string, txNotify bool) []any {
+	p := []any{b.state, b.queue, b.kind, b.priority, b.scheduledAt, b.args, b.maxAttempts, b.timeoutUS,
+		b.uniqueKey, b.uniqueByPeriod, b.tags, b.metadata, b.deps, b.pendingDeps, b.createdAt, b.createdBy}
+	if txNotify {
+		p = append(p, channel)
+	}
+	return p
 }
 
 func jsonOrNil[T any](v []T) (*string, error) {
@@ -229,7 +259,10 @@ func jsonOrNil[T any](v []T) (*string, error) {
 
 // insertRows inserts plain jobs (not unique, no dependencies) in one
 // statement and returns their results in order.
-func (s *Store) insertRows(ctx context.Context, q querier, ins []*job.Insert, now time.Time) ([]store.InsertResult, error) {
+func (s *Store) insertRows(ctx context.Context, q querier, ins []*job.Insert, now time.Time, txNotify bool) ([]store.InsertResult, error) {
+	if len(ins) >= copyMinRows {
+		return s.copyRows(ctx, q, ins, now, txNotify)
+	}
 	var b insertBatch
 	states := make([]job.State, len(ins))
 	for k, in := range ins {
@@ -238,7 +271,7 @@ func (s *Store) insertRows(ctx context.Context, q querier, ins []*job.Insert, no
 			return nil, err
 		}
 	}
-	rows, err := q.Query(ctx, s.insertSQL(""), b.args17(s.channel)...)
+	rows, err := q.Query(ctx, insertSQL("", txNotify), b.params(s.channel, txNotify)...)
 	if err != nil {
 		return nil, fmt.Errorf("insert jobs: %w", err)
 	}
@@ -262,7 +295,7 @@ func (s *Store) insertRows(ctx context.Context, q querier, ins []*job.Insert, no
 // nodes (ON CONFLICT DO NOTHING waits for the other insert to commit).
 // Dependencies are read FOR SHARE, so that one cannot complete unseen
 // while this job is recorded as waiting for it.
-func (s *Store) insertOne(ctx context.Context, q querier, in *job.Insert, now time.Time, idx int, many bool) (store.InsertResult, error) {
+func (s *Store) insertOne(ctx context.Context, q querier, in *job.Insert, now time.Time, idx int, many bool, txNotify bool) (store.InsertResult, error) {
 	for range 10 {
 		if in.UniqueKey != "" {
 			existing, err := collect(q.Query(ctx, `SELECT `+jobCols+` FROM drover_jobs j WHERE j.unique_key = $1`, in.UniqueKey))
@@ -283,7 +316,7 @@ func (s *Store) insertOne(ctx context.Context, q querier, in *job.Insert, now ti
 		if err := b.add(in, state, len(unmet)); err != nil {
 			return store.InsertResult{}, err
 		}
-		rows, err := q.Query(ctx, s.insertSQL(`ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING`), b.args17(s.channel)...)
+		rows, err := q.Query(ctx, insertSQL(`ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING`, txNotify), b.params(s.channel, txNotify)...)
 		if err != nil {
 			return store.InsertResult{}, fmt.Errorf("insert job: %w", err)
 		}
@@ -373,7 +406,7 @@ func (s *Store) InsertIdempotent(ctx context.Context, p store.IdempotentInsertPa
 		case !errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("look up idempotency key: %w", err)
 		}
-		res, err := s.insert(ctx, tx, p.Jobs, now)
+		res, err := s.insert(ctx, tx, p.Jobs, now, false)
 		if err != nil {
 			return err
 		}
@@ -391,6 +424,9 @@ func (s *Store) InsertIdempotent(ctx context.Context, p store.IdempotentInsertPa
 		out = &store.IdempotentInsertResult{Results: res, Response: resp}
 		return nil
 	})
+	if err == nil && !out.Replayed {
+		s.announceInserted(out.Results)
+	}
 	return out, err
 }
 
@@ -540,7 +576,8 @@ const resolveSQL = `WITH d AS (
 	FROM n WHERE j.id = n.job_id AND j.state = 'pending'
 	RETURNING j.queue, j.state
 )
-SELECT count(pg_notify($3, q)) FROM (SELECT DISTINCT queue AS q FROM u WHERE state = 'available') AS x`
+SELECT count(pg_notify($3, n || '||' || q))
+FROM (SELECT queue AS q, count(*) AS n FROM u WHERE state = 'available' GROUP BY queue) AS x`
 
 // Complete implements store.Store. The completions and the release of
 // their dependants go in one round trip (a pipelined batch, which
@@ -650,6 +687,7 @@ func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) 
 		out, err = s.settle(ctx, tx, j, next, retryAt, now, entry, "fail")
 		return err
 	})
+	s.announceJobs(out)
 	return out, err
 }
 
@@ -684,24 +722,9 @@ func (s *Store) settle(ctx context.Context, tx pgx.Tx, j *job.Job, next job.Stat
 	if len(jobs) == 0 {
 		return nil, fmt.Errorf("job %d: %w", j.ID, job.ErrNotFound)
 	}
-	if next == job.StateAvailable {
-		if err := s.notify(ctx, tx, j.Queue); err != nil {
-			return nil, err
-		}
-	}
 	out := jobs[0]
 	out.LeaseToken = ""
 	return out, nil
-}
-
-// notify tells every node's listener that queues gained available jobs;
-// PostgreSQL delivers it when the transaction commits.
-func (s *Store) notify(ctx context.Context, q querier, queues ...string) error {
-	if len(queues) == 0 {
-		return nil
-	}
-	_, err := q.Exec(ctx, `SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`, s.channel, queues)
-	return err
 }
 
 // Snooze implements store.Store.
@@ -721,6 +744,7 @@ func (s *Store) Snooze(ctx context.Context, p store.SnoozeParams) (*job.Job, err
 		out, err = s.settle(ctx, tx, j, job.ReadyState(at, now), at, now, nil, "snooze")
 		return err
 	})
+	s.announceJobs(out)
 	return out, err
 }
 
@@ -781,8 +805,9 @@ func (s *Store) Retry(ctx context.Context, p store.RetryParams) (*job.Job, error
 		}
 		out = jobs[0]
 		out.LeaseToken = ""
-		return s.notify(ctx, tx, j.Queue)
+		return nil
 	})
+	s.announceJobs(out)
 	return out, err
 }
 
@@ -898,15 +923,12 @@ func (s *Store) Promote(ctx context.Context, p store.PromoteParams) (map[string]
 		if _, err := pgx.ForEachRow(rows, []any{&q}, func() error { out[q]++; return nil }); err != nil {
 			return err
 		}
-		queues := make([]string, 0, len(out))
-		for q := range out {
-			queues = append(queues, q)
-		}
-		return s.notify(ctx, tx, queues...)
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.announce(out)
 	return out, nil
 }
 
@@ -936,6 +958,9 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 		}
 		return nil
 	})
+	if err == nil {
+		s.announceJobs(out...)
+	}
 	return out, err
 }
 
@@ -967,16 +992,16 @@ func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) er
 	if err := job.ValidateName(p.Queue); err != nil {
 		return &job.ValidationError{Field: "queue", Message: err.Error()}
 	}
-	return s.retry(ctx, func() error {
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO drover_queues (name, paused, updated_at) VALUES ($1, $2, $3)
+	err := s.retry(ctx, func() error {
+		_, err := s.pool.Exec(ctx, `INSERT INTO drover_queues (name, paused, updated_at) VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
 			p.Queue, p.Paused, job.Truncate(p.Now))
-		if !p.Paused {
-			b.Queue(`SELECT pg_notify($1, $2)`, s.channel, p.Queue)
-		}
-		return s.pool.SendBatch(ctx, b).Close()
+		return err
 	})
+	if err == nil && !p.Paused {
+		s.announce(map[string]int{p.Queue: -1})
+	}
+	return err
 }
 
 // Queues implements store.Store. Counts are exact: one scan of the jobs
@@ -1008,6 +1033,66 @@ func (s *Store) Queues(ctx context.Context) ([]store.QueueInfo, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queues: %w", unavailable(err))
+	}
+	return out, nil
+}
+
+// copyMinRows is the batch size from which plain inserts use COPY: its
+// extra round trips (ids first, then the copy) pay off against the
+// per-row work of a multi-row INSERT from arrays.
+const copyMinRows = 64
+
+// copyColumns are the columns copyRows writes, in order.
+var copyColumns = []string{"id", "state", "queue", "kind", "priority", "scheduled_at", "args", "max_attempts",
+	"timeout_us", "tags", "metadata", "created_at", "created_by"}
+
+// copyRows inserts plain jobs with COPY: it takes their ids from the
+// identity sequence first (in order, so ids follow the batch), then copies
+// the rows in binary. COPY is one statement, atomic on its own.
+func (s *Store) copyRows(ctx context.Context, q querier, ins []*job.Insert, now time.Time, txNotify bool) ([]store.InsertResult, error) {
+	rows, err := q.Query(ctx, `SELECT nextval(pg_get_serial_sequence('drover_jobs', 'id')) FROM generate_series(1, $1)`, len(ins))
+	if err != nil {
+		return nil, fmt.Errorf("insert jobs: allocate ids: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("insert jobs: allocate ids: %w", err)
+	}
+	slices.Sort(ids)
+	states := make([]job.State, len(ins))
+	counts := map[string]int{}
+	src := make([][]any, len(ins))
+	for k, in := range ins {
+		states[k] = job.InitialState(in.ScheduledAt, now, false)
+		if states[k] == job.StateAvailable {
+			counts[in.Queue]++
+		}
+		var tags []string
+		if len(in.Tags) > 0 {
+			tags = in.Tags
+		}
+		src[k] = []any{ids[k], string(states[k]), in.Queue, in.Kind, int16(in.Priority), in.ScheduledAt, //nolint:gosec // G115: priority is 1..9
+			string(in.Args), int32(in.MaxAttempts), in.Timeout.Microseconds(), tags, textArg(in.Metadata), //nolint:gosec // G115: validated
+			in.CreatedAt, nullString(in.CreatedBy)}
+	}
+	if _, err := q.CopyFrom(ctx, pgx.Identifier{"drover_jobs"}, copyColumns, pgx.CopyFromRows(src)); err != nil {
+		return nil, fmt.Errorf("insert jobs: %w", err)
+	}
+	if txNotify && len(counts) > 0 {
+		queues := make([]string, 0, len(counts))
+		ns := make([]int32, 0, len(counts))
+		for q, n := range counts {
+			queues = append(queues, q)
+			ns = append(ns, int32(n)) //nolint:gosec // G115: at most a batch
+		}
+		if _, err := q.Exec(ctx, `SELECT pg_notify($1, n || '||' || q) FROM unnest($2::text[], $3::integer[]) AS u(q, n)`,
+			s.channel, queues, ns); err != nil {
+			return nil, fmt.Errorf("insert jobs: notify: %w", err)
+		}
+	}
+	out := make([]store.InsertResult, len(ins))
+	for k, in := range ins {
+		out[k] = store.InsertResult{Job: store.NewJob(ids[k], in, states[k])}
 	}
 	return out, nil
 }

@@ -98,7 +98,17 @@ func withMigrationLock(ctx context.Context, pool *pgxpool.Pool, schema string, f
 		return fmt.Errorf("migrate: %w", unavailable(err))
 	}
 	defer conn.Release()
-	key := "drover_migrate:" + schema
+	// The lock is named after the schema the migrations will land in, not
+	// after how the caller named it: a node that passes the schema and one
+	// whose pool's search_path merely selects it (New, schema "") must
+	// still take turns.
+	lockSchema := schema
+	if lockSchema == "" {
+		if err := conn.QueryRow(ctx, `SELECT coalesce(current_schema(), '')`).Scan(&lockSchema); err != nil {
+			return fmt.Errorf("migrate: read current schema: %w", unavailable(err))
+		}
+	}
+	key := "drover_migrate:" + lockSchema
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
 		return fmt.Errorf("migrate: take the migration lock: %w", unavailable(err))
 	}
@@ -144,6 +154,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, target int)
 		}
 		if cur > len(all) {
 			return fmt.Errorf("database schema is at version %d, newer than this build's %d: upgrade Drover: %w", cur, len(all), job.ErrUnavailable)
+		}
+		if target <= cur {
+			return nil // never down: that is MigrateDown's job, and it drops data
 		}
 		for _, m := range all[cur:target] {
 			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

@@ -23,6 +23,7 @@ package pgstore
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,10 @@ type Options struct {
 	MaxConns int32
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// NodeID names this node in its notifications, so that its own
+	// listener skips what its engine already knows; empty means a
+	// random id.
+	NodeID string
 }
 
 // Store is the PostgreSQL store. It is safe for concurrent use.
@@ -58,7 +63,9 @@ type Store struct {
 	ownPool bool
 	schema  string
 	channel string
+	nodeID  string
 	log     *slog.Logger
+	ann     *announcer
 	closed  atomic.Bool
 }
 
@@ -119,7 +126,11 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, er
 			return nil, fmt.Errorf("read current schema: %w", unavailable(err))
 		}
 	}
-	s := &Store{pool: pool, schema: schema, log: log, channel: "drover_jobs:" + schema}
+	node := opts.NodeID
+	if node == "" {
+		node = rand.Text()[:12]
+	}
+	s := &Store{pool: pool, schema: schema, log: log, channel: channelName(schema), nodeID: strings.ReplaceAll(node, "|", "_")}
 	if !opts.NoMigrate {
 		if _, err := Migrate(ctx, pool, opts.Schema, Latest); err != nil {
 			return nil, err
@@ -127,6 +138,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, er
 	} else if err := s.checkVersion(ctx); err != nil {
 		return nil, err
 	}
+	s.startAnnouncer()
 	return s, nil
 }
 
@@ -165,6 +177,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.stopAnnouncer()
 	if s.ownPool {
 		s.pool.Close()
 	}

@@ -14,7 +14,7 @@ func open(t testing.TB) *pgstore.Store {
 	t.Helper()
 	url := pgtest.TestURL(t)
 	schema := pgtest.TestSchema(t, url)
-	s, err := pgstore.Open(t.Context(), url, pgstore.Options{Schema: schema, MaxConns: 16})
+	s, err := pgstore.Open(t.Context(), url, pgstore.Options{Schema: schema, MaxConns: 0})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
