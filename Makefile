@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS      := ./...
 GOLANGCI  := $(GO) tool -modfile=tools/go.mod golangci-lint
 
-.PHONY: help build run test test-short lint golangci-lint fmt vet crash fuzz bench bench-workloads verify clean
+.PHONY: help build run test test-short pg lint golangci-lint fmt vet crash fuzz bench bench-workloads verify clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -18,8 +18,12 @@ build: ## build ./bin/drover (static, no cgo)
 run: ## run the server on the embedded store in ./drover-data
 	$(GO) run ./cmd/drover serve
 
-test: ## the full test suite with the race detector (what CI runs)
+test: ## the full test suite with the race detector (what CI runs); starts PostgreSQL when it can
+	@scripts/ensure-postgres || echo "WARNING: no PostgreSQL: its tests will SKIP (CI=true makes them fail)" >&2
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+pg: ## install (Debian, as root), start and prepare the PostgreSQL the tests use
+	scripts/ensure-postgres
 
 test-short: ## a quick pass without the race detector
 	$(GO) test -count=1 -short $(PKGS)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/droverhq/drover"
 )
 
@@ -158,4 +160,40 @@ func ExampleDiscard() {
 	}
 	fmt.Println(j.State, j.Errors[0].Message)
 	// Output: discarded discard: no recipient
+}
+
+// Enqueue a job in the same transaction as the application's own write:
+// the job exists exactly when the order does. (Not run by go test: it
+// needs a PostgreSQL database.)
+func ExampleClient_InsertTx() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	store, err := drover.NewPostgres(ctx, pool, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	client, err := drover.NewClient(store, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, `INSERT INTO orders (customer) VALUES ($1)`, "ada@example.com"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := client.InsertTx(ctx, tx, SendEmailArgs{To: "ada@example.com", Subject: "Your order"}, nil); err != nil {
+		log.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		log.Fatal(err)
+	}
 }

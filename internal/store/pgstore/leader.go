@@ -38,7 +38,7 @@ type ElectorOptions struct {
 	OnChange func(leader bool)
 }
 
-// Defaults for ElectorOptions.
+// Elector defaults and limits.
 const (
 	defaultLeaderName = "maintenance"
 	defaultLeaderTTL  = 15 * time.Second
@@ -48,7 +48,7 @@ const (
 )
 
 // Elector campaigns for one role through the drover_leader table, so that
-// exactly one node at a time runs what the role guards (maintenance).
+// at most one node at a time runs what the role guards (maintenance).
 //
 // The database decides who holds a term, by its own clock (now()), so
 // nodes' clocks never need to agree. The term a node believes it holds is
@@ -171,10 +171,10 @@ const claimSQL = `INSERT INTO drover_leader AS l (name, leader_id, elected_at, e
 
 // Run campaigns until ctx is done: it claims the role every Renew, which
 // renews the term while this node holds it. Errors are logged and retried
-// at the same pace. A second Run while one campaigns returns at once.
-// When ctx is done Run resigns (it deletes the row if
+// at the same pace. When ctx is done Run resigns (it deletes the row if
 // this node holds it, so another node takes over at once instead of after
-// the TTL) and returns.
+// the TTL; at most 5s is spent trying) and returns. A second Run while one
+// campaigns returns at once.
 func (e *Elector) Run(ctx context.Context) {
 	// Two loops would overwrite each other's term.
 	if e.running.Swap(true) {

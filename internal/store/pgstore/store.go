@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,8 @@ type Options struct {
 	// NoMigrate skips applying migrations at open; the schema must then be
 	// current already (see Migrate and `drover migrate`).
 	NoMigrate bool
-	// MaxConns caps Open's pool; zero means max(8, 4 × GOMAXPROCS).
+	// MaxConns caps Open's pool; zero means pool_max_conns from the URL,
+	// else max(16, 4 × GOMAXPROCS).
 	MaxConns int32
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -83,10 +85,14 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		}
 		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
 	}
-	if opts.MaxConns > 0 {
+	switch {
+	case opts.MaxConns > 0:
 		cfg.MaxConns = opts.MaxConns
-	} else if cfg.MaxConns < 8 {
-		cfg.MaxConns = 8
+	case !strings.Contains(url, "pool_max_conns"):
+		// Commits wait for the WAL flush: connections spend most of their
+		// time waiting, and PostgreSQL flushes the commits of all of them
+		// together, so a node needs more than one per core.
+		cfg.MaxConns = int32(max(16, 4*runtime.GOMAXPROCS(0))) //nolint:gosec // G115: small
 	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "drover"
