@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"text/tabwriter"
@@ -12,27 +14,30 @@ import (
 
 	"github.com/droverhq/drover/internal/auth"
 	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/pgstore"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
 func newTokenCmd() *cobra.Command {
-	var dataDir, databaseURL string
+	var dataDir, databaseURL, databaseSchema string
 	var remote clientFlags
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create, list and revoke API tokens",
 		Long: `Create, list and revoke the bearer tokens of the API.
 
-Tokens live in the store. The first one must be made offline: with the
-embedded store the server owns the data directory while it runs, so stop
+Tokens live in the store. With the embedded store the first one must be
+made offline: the server owns the data directory while it runs, so stop
 it, run "drover token create --scope admin --data-dir DIR", and start it
-again. Once any token exists, every API call needs one.
+again. With PostgreSQL (--database-url) the commands work while servers
+run; each server sees a new token within seconds. Once any token exists, every API call needs one.
 
 With --server (and an admin --token), the commands go through a running
 server's API instead.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "", "data directory of the embedded store (DROVER_DATA_DIR; default ./drover-data)")
 	cmd.PersistentFlags().StringVar(&databaseURL, "database-url", "", "PostgreSQL URL (DROVER_DATABASE_URL)")
+	cmd.PersistentFlags().StringVar(&databaseSchema, "database-schema", "", "PostgreSQL schema of Drover's tables (DROVER_DATABASE_SCHEMA)")
 	cmd.PersistentFlags().StringVar(&remote.server, "server", "", "manage tokens through this running server's API instead (needs an admin --token)")
 	cmd.PersistentFlags().StringVar(&remote.token, "token", "", "admin bearer token for --server (DROVER_TOKEN)")
 	remote.output = "table"
@@ -42,7 +47,17 @@ server's API instead.`,
 			databaseURL = os.Getenv("DROVER_DATABASE_URL")
 		}
 		if databaseURL != "" {
-			return nil, errors.New("--database-url: the PostgreSQL store is not in this build yet")
+			if databaseSchema == "" {
+				databaseSchema = os.Getenv("DROVER_DATABASE_SCHEMA")
+			}
+			// Nodes share PostgreSQL: this works while servers run.
+			st, err := pgstore.Open(context.Background(), databaseURL, pgstore.Options{
+				Schema: databaseSchema, Logger: slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				return nil, err
+			}
+			return st, nil
 		}
 		dir := dataDir
 		if dir == "" {

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/droverhq/drover/internal/auth"
+	"github.com/droverhq/drover/internal/store/pgstore"
+	"github.com/droverhq/drover/internal/store/pgstore/pgtest"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
@@ -103,5 +106,41 @@ func TestTokenCommandsThroughServer(t *testing.T) {
 	}
 	if out, _, err := runRoot(t, "token", "revoke", "2", "--server", base, "--token", admin); err != nil || out != "token 2 revoked\n" {
 		t.Fatalf("revoke through the server: %q %v", out, err)
+	}
+}
+
+// TestTokenCommandsOnPostgres manages tokens in a PostgreSQL database,
+// where they can be made while servers run (no directory to own).
+func TestTokenCommandsOnPostgres(t *testing.T) {
+	t.Parallel()
+	url := pgtest.TestURL(t)
+	schema := pgtest.TestSchema(t, url)
+	db := []string{"--database-url", url, "--database-schema", schema}
+	out, errOut, err := runRoot(t, append([]string{"token", "create", "--scope", "producer", "--name", "app"}, db...)...)
+	if err != nil {
+		t.Fatalf("create: %v %s", err, errOut)
+	}
+	id, secret, err := auth.Parse(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("create printed %q: %v", out, err)
+	}
+	st, err := pgstore.Open(t.Context(), url, pgstore.Options{Schema: schema, NoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec, err := st.GetToken(t.Context(), id)
+	if err != nil || rec.Hash == secret || !auth.Verify(secret, rec.Hash) || rec.Scope != "producer" || rec.Name != "app" {
+		t.Fatalf("stored %+v, %v", rec, err)
+	}
+	out, _, err = runRoot(t, append([]string{"token", "ls"}, db...)...)
+	if err != nil || !strings.Contains(out, "app") || strings.Contains(out, secret) {
+		t.Fatalf("ls: %v\n%s", err, out)
+	}
+	if _, _, err := runRoot(t, append([]string{"token", "revoke", strconv.FormatInt(id, 10)}, db...)...); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if rec, err := st.GetToken(t.Context(), id); err != nil || rec.RevokedAt == nil {
+		t.Fatalf("after revoke: %+v, %v", rec, err)
 	}
 }

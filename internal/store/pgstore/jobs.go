@@ -1050,7 +1050,7 @@ var copyColumns = []string{"id", "state", "queue", "kind", "priority", "schedule
 // identity sequence first (in order, so ids follow the batch), then copies
 // the rows in binary. COPY is one statement, atomic on its own.
 func (s *Store) copyRows(ctx context.Context, q querier, ins []*job.Insert, now time.Time, txNotify bool) ([]store.InsertResult, error) {
-	rows, err := q.Query(ctx, `SELECT nextval(pg_get_serial_sequence('drover_jobs', 'id')) FROM generate_series(1, $1)`, len(ins))
+	rows, err := q.Query(ctx, `SELECT nextval($1::regclass) FROM generate_series(1, $2)`, s.idSeq, len(ins))
 	if err != nil {
 		return nil, fmt.Errorf("insert jobs: allocate ids: %w", err)
 	}

@@ -66,6 +66,7 @@ type Store struct {
 	schema  string
 	channel string
 	nodeID  string
+	idSeq   string // the sequence of drover_jobs.id, schema-qualified
 	log     *slog.Logger
 	ann     *announcer
 	closed  atomic.Bool
@@ -143,6 +144,11 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, er
 		}
 	} else if err := s.checkVersion(ctx); err != nil {
 		return nil, err
+	}
+	// The identity sequence's name, looked up once: naming it per row
+	// costs more than the nextval itself.
+	if err := pool.QueryRow(ctx, `SELECT pg_get_serial_sequence('drover_jobs', 'id')`).Scan(&s.idSeq); err != nil {
+		return nil, fmt.Errorf("find the job id sequence: %w", unavailable(err))
 	}
 	s.startAnnouncer()
 	return s, nil
