@@ -321,6 +321,9 @@ func (c *Client) Stop(ctx context.Context) error {
 		close(c.compStop)
 		<-c.compDone
 	}
+	if c.st.cluster != nil && len(c.services) > 0 {
+		c.st.cluster.Detach(c.services...)
+	}
 	for _, s := range c.services {
 		s.Stop()
 	}

@@ -197,3 +197,45 @@ func TestUniqueAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestMaintenanceRunsWhereItIsAttached: a process that opens the store
+// without running maintenance must not win the election and leave the
+// cluster without a promoter. Store a opens first and has no client with
+// maintenance; b's client must lead and promote the scheduled job.
+func TestMaintenanceRunsWhereItIsAttached(t *testing.T) {
+	t.Parallel()
+	url := pgtest.TestURL(t)
+	schema := pgtest.TestSchema(t, url)
+	a := openPostgres(t, url, schema, "insert-only")
+	ca, err := drover.NewClient(a, &drover.Config{NoMaintenance: true, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Give a a chance to campaign, were it (wrongly) to do so.
+	time.Sleep(500 * time.Millisecond)
+	b := openPostgres(t, url, schema, "maintainer")
+	cb, err := drover.NewClient(b, &drover.Config{Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 10*time.Second)
+		defer cancel()
+		cb.Stop(ctx) //nolint:errcheck // the test is over
+		ca.Stop(ctx) //nolint:errcheck // the test is over
+	})
+	res, err := ca.Insert(t.Context(), testArgs{Name: "later"}, &drover.InsertOpts{ScheduleIn: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Job.State != drover.JobStateScheduled {
+		t.Fatalf("state %s, want scheduled", res.Job.State)
+	}
+	waitState(t, ca, res.Job.ID, drover.JobStateAvailable)
+}

@@ -36,8 +36,8 @@ type Config struct {
 	// NoMigrate stops the server from applying PostgreSQL migrations at
 	// start (run `drover migrate` instead).
 	NoMigrate bool `koanf:"no_migrate"`
-	// NodeID names this node in leader election and in attempted_by;
-	// empty means hostname-pid.
+	// NodeID names this node in leader election and in the notifications
+	// it sends other nodes; empty means hostname-pid. Unique per node.
 	NodeID string `koanf:"node_id"`
 	// Insecure allows listening on a non-loopback address without
 	// authentication.

@@ -38,11 +38,15 @@ func (s *Store) Listen(ctx context.Context, wake func(queue string, n int)) erro
 	delay := 100 * time.Millisecond
 	first := true
 	for {
+		began := time.Now()
 		err := s.listenOnce(ctx, wake, !first)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		first = false
+		if time.Since(began) > time.Minute {
+			delay = 100 * time.Millisecond // it had recovered: start over
+		}
 		s.log.Warn("PostgreSQL listener lost its connection; reconnecting", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():

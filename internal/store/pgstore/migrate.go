@@ -122,6 +122,17 @@ func withMigrationLock(ctx context.Context, pool *pgxpool.Pool, schema string, f
 		}
 	}()
 	if schema != "" {
+		// Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE
+		// privilege on the database even when the schema exists.
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+			return fmt.Errorf("migrate: %w", unavailable(err))
+		}
+		if exists {
+			schema = ""
+		}
+	}
+	if schema != "" {
 		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
 			return fmt.Errorf("migrate: create schema %s: %w", schema, unavailable(err))
 		}

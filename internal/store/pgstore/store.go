@@ -41,8 +41,8 @@ import (
 
 // Options tune Open and New. The zero value is the default.
 type Options struct {
-	// Schema, when set, is where Drover's tables live: Open puts it first
-	// in every connection's search_path and migrations create it. Ignored
+	// Schema, when set, is where Drover's tables live: Open makes it every
+	// connection's search_path (alone) and migrations create it. Ignored
 	// by New, whose pool's own search_path decides.
 	Schema string
 	// NoMigrate skips applying migrations at open; the schema must then be
@@ -160,8 +160,10 @@ func (s *Store) checkVersion(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if want := len(migrations()); v != want {
+	if want := len(migrations()); v < want {
 		return fmt.Errorf("database schema is at version %d, this build needs %d: run `drover migrate`: %w", v, want, job.ErrUnavailable)
+	} else if v > want {
+		return fmt.Errorf("database schema is at version %d, newer than this build's %d: upgrade Drover: %w", v, want, job.ErrUnavailable)
 	}
 	return nil
 }
