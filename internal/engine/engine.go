@@ -357,7 +357,10 @@ func (e *Engine) Complete(ctx context.Context, id job.ID, token string, output j
 	if res[0].Err != nil {
 		return nil, res[0].Err
 	}
-	// The completion is durable; read the rest of the row off the writer.
+	if !res[0].Job.CreatedAt.IsZero() {
+		return res[0].Job, nil // the store returned the whole row
+	}
+	// The completion is durable; read the rest of the row.
 	if full, err := e.store.Get(ctx, id); err == nil {
 		return full, nil
 	}

@@ -63,7 +63,8 @@ type Store interface {
 	// output, and returns one result per job in the order given: the
 	// completed job, or job.ErrLeaseLost (stale token), job.ErrNotFound.
 	// For speed the returned job may hold only ID, Kind, Queue, State,
-	// Attempt, FinalizedAt and Output; Get returns all of it.
+	// Attempt, FinalizedAt and Output (its CreatedAt is then zero); Get
+	// returns all of it.
 	// Completing again with the token that completed the job returns the
 	// job unchanged (the first response may have been lost). An attempt
 	// past its timeout cannot complete: job.ErrLeaseLost. Completing a

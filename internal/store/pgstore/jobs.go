@@ -555,12 +555,19 @@ func (s *Store) Heartbeat(ctx context.Context, p store.HeartbeatParams) (*job.Jo
 
 // completeSQL completes running jobs by (id, token) in one statement and
 // returns what store.Store.Complete promises of each.
-const completeSQL = `UPDATE drover_jobs j SET state = 'completed', finalized_at = $1::timestamptz,
+const completeSQL = completeUpdate + `RETURNING j.id, j.kind, j.queue, j.attempt, j.finalized_at, j.output`
+
+// completeFullSQL is completeSQL returning whole rows: for one job (an API
+// call, which answers with the whole job) that costs less than a read
+// after it.
+const completeFullSQL = completeUpdate + `RETURNING ` + jobCols
+
+const completeUpdate = `UPDATE drover_jobs j SET state = 'completed', finalized_at = $1::timestamptz,
 	output = c.output::json, lease_expires_at = NULL, settled = 'complete',
 	unique_key = CASE WHEN j.unique_by_period THEN j.unique_key END
 FROM unnest($2::bigint[], $3::text[], $4::text[]) AS c(id, token, output)
 WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running' AND ` + inTime + `
-RETURNING j.id, j.kind, j.queue, j.attempt, j.finalized_at, j.output`
+`
 
 // resolveSQL counts the completed jobs among $1 as done for the jobs that
 // wait on them, makes those whose last dependency it was ready, and
@@ -601,13 +608,34 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.S
 	err := s.retry(ctx, func() error {
 		clear(done)
 		b := &pgx.Batch{}
-		b.Queue(completeSQL, now, ids, tokens, outputs)
+		full := len(ids) == 1
+		if full {
+			b.Queue(completeFullSQL, now, ids, tokens, outputs)
+		} else {
+			b.Queue(completeSQL, now, ids, tokens, outputs)
+		}
 		b.Queue(resolveSQL, ids, now, s.channel)
 		br := s.pool.SendBatch(ctx, b)
 		rows, err := br.Query()
 		if err != nil {
 			br.Close()
 			return err
+		}
+		if full {
+			jobs, err := collect(rows, nil)
+			if err != nil {
+				br.Close()
+				return err
+			}
+			for _, j := range jobs {
+				j.LeaseToken = ""
+				done[int64(j.ID)] = j
+			}
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
+			return br.Close()
 		}
 		var fin time.Time
 		var output []byte
