@@ -3,7 +3,9 @@ package store
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/droverhq/drover/internal/job"
 )
@@ -69,10 +71,20 @@ func ErrorEntry(attempt int, now time.Time, msg, detail string) (string, error) 
 	b, err := json.Marshal(job.AttemptError{
 		Attempt: attempt,
 		At:      now,
-		Message: job.TruncateUTF8(msg, job.MaxErrorMessageBytes),
-		Detail:  job.TruncateUTF8(detail, job.MaxErrorDetailBytes),
+		Message: job.TruncateUTF8(CleanText(msg), job.MaxErrorMessageBytes),
+		Detail:  job.TruncateUTF8(CleanText(detail), job.MaxErrorDetailBytes),
 	})
 	return string(b), err
+}
+
+// CleanText makes free text from workers and operators (error messages,
+// worker and token names) storable alike in every store: invalid UTF-8
+// and NUL bytes, which PostgreSQL's text refuses, become U+FFFD.
+func CleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // PruneStates returns the final states among states, as strings: all of

@@ -483,7 +483,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, err
 	var out []*job.Job
 	err := s.retry(ctx, func() error {
 		var err error
-		out, err = collect(s.pool.Query(ctx, leaseSQL, queues, p.Limit, now, p.Worker, exp))
+		out, err = collect(s.pool.Query(ctx, leaseSQL, queues, p.Limit, now, store.CleanText(p.Worker), exp))
 		return err
 	})
 	if err != nil {

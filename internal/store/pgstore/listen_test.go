@@ -220,3 +220,32 @@ func TestInsertTxIsVisibleOnlyAfterCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestListenReconnects kills the listener's connection from the server
+// side: the listener reconnects, wakes every waiter once (notifications
+// sent meanwhile are lost), and hears later notifications again.
+func TestListenReconnects(t *testing.T) {
+	t.Parallel()
+	url := pgtest.TestURL(t)
+	schema := pgtest.TestSchema(t, url)
+	a := openNode(t, url, schema, "node-a")
+	b := openNode(t, url, schema, "node-b")
+	now := time.Now()
+	ins := func(q string) {
+		t.Helper()
+		if _, err := a.Insert(t.Context(), store.InsertParams{Now: now, Jobs: prep(t, now, job.Spec{Kind: "k", Queue: q, Args: json.RawMessage(`{}`)})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch := listen(t, b, func() { ins("probe") })
+	// The listener's backend is the one session LISTENing on b's channel.
+	var killed bool
+	err := a.Pool().QueryRow(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN %' AND query LIKE '%' || $1 || '%'`, schema).Scan(&killed)
+	if err != nil || !killed {
+		t.Fatalf("terminate the listener's backend: %v, %v", killed, err)
+	}
+	want(t, ch, "", -1)
+	ins("after")
+	want(t, ch, "after", 1)
+}

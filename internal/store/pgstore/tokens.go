@@ -32,7 +32,7 @@ func (s *Store) CreateToken(ctx context.Context, p store.CreateTokenParams) (*st
 	}
 	now := job.Truncate(p.Now)
 	t, err := scanToken(s.pool.QueryRow(ctx, `INSERT INTO drover_tokens (name, scope, hash, created_at)
-		VALUES ($1, $2, $3, $4) RETURNING `+tokenCols, p.Name, p.Scope, p.Hash, now))
+		VALUES ($1, $2, $3, $4) RETURNING `+tokenCols, store.CleanText(p.Name), p.Scope, p.Hash, now))
 	if err != nil {
 		return nil, fmt.Errorf("create token: %w", unavailable(err))
 	}

@@ -337,6 +337,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, err
 	}
 	now := job.Truncate(p.Now)
 	exp := micros(now.Add(p.LeaseFor))
+	worker := store.CleanText(p.Worker)
 	var out []*job.Job
 	err := s.write(ctx, func(w *wtx) error {
 		ctx := w.ctx
@@ -355,14 +356,14 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, err
 		case 0:
 			return nil
 		case 1:
-			jobs, err = queryJobs(ctx, st.leaseQueue, micros(now), p.Worker, exp, queues[0], p.Limit)
+			jobs, err = queryJobs(ctx, st.leaseQueue, micros(now), worker, exp, queues[0], p.Limit)
 		default:
 			ids, cerr := w.candidates(ctx, queues, p.Limit)
 			if cerr != nil {
 				return cerr
 			}
 			idj, _ := json.Marshal(ids)
-			jobs, err = queryJobs(ctx, st.leaseIDs, micros(now), p.Worker, exp, string(idj))
+			jobs, err = queryJobs(ctx, st.leaseIDs, micros(now), worker, exp, string(idj))
 		}
 		if err != nil {
 			return fmt.Errorf("lease: %w", err)

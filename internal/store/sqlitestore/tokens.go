@@ -16,7 +16,7 @@ func (s *Store) CreateToken(ctx context.Context, p store.CreateTokenParams) (*st
 	err := s.write(ctx, func(w *wtx) error {
 		ctx := w.ctx
 		res, err := s.wconn.ExecContext(ctx, `INSERT INTO tokens (name, scope, hash, created_at) VALUES (?, ?, ?, ?)`,
-			p.Name, p.Scope, p.Hash, micros(now))
+			store.CleanText(p.Name), p.Scope, p.Hash, micros(now))
 		if err != nil {
 			return fmt.Errorf("create token: %w", err)
 		}
@@ -24,7 +24,7 @@ func (s *Store) CreateToken(ctx context.Context, p store.CreateTokenParams) (*st
 		if err != nil {
 			return err
 		}
-		out = &store.TokenRecord{ID: id, Name: p.Name, Scope: p.Scope, Hash: p.Hash, CreatedAt: now}
+		out = &store.TokenRecord{ID: id, Name: store.CleanText(p.Name), Scope: p.Scope, Hash: p.Hash, CreatedAt: now}
 		return nil
 	})
 	return out, err

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
@@ -38,6 +40,7 @@ func Run(t *testing.T, f Factory) {
 		{"FailExhaustedDiscards", testFailExhausted},
 		{"FailDiscardAndCancelFlags", testFailFlags},
 		{"FailIdempotentRepeat", testFailIdempotent},
+		{"FreeTextIsKeptSafely", testFreeText},
 		{"Snooze", testSnooze},
 		{"Cancel", testCancel},
 		{"Retry", testRetry},
@@ -487,6 +490,45 @@ func testFailIdempotent(t *testing.T, b *bundle) {
 	}
 	_, err = b.complete(T0, l.ID, l.LeaseToken, "")
 	wantErr(t, err, job.ErrLeaseLost)
+}
+
+// testFreeText stores free text a worker or an operator may well send:
+// NUL bytes (PostgreSQL's text and jsonb refuse them) and invalid UTF-8,
+// in a failure's message and detail, a worker name and a token name.
+// Every store keeps it, as valid UTF-8 without NUL.
+func testFreeText(t *testing.T, b *bundle) {
+	b.insert(spec("k"))
+	jobs, err := b.s.Lease(b.ctx, store.LeaseParams{Now: T0, Queues: []string{job.DefaultQueue}, Limit: 1, LeaseFor: time.Minute, Worker: "w\x00\xff1"})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Lease with an odd worker name: %v, %v", jobs, err)
+	}
+	l := jobs[0]
+	j, err := b.s.Fail(b.ctx, store.FailParams{Now: T0, ID: l.ID, LeaseToken: l.LeaseToken,
+		Message: "boom\x00after", Detail: "stack\xff\x00", RetryAt: T0.Add(time.Hour)})
+	if err != nil {
+		t.Fatalf("Fail with NUL and invalid UTF-8: %v", err)
+	}
+	got := b.get(j.ID)
+	if len(got.Errors) != 1 {
+		t.Fatalf("errors = %+v", got.Errors)
+	}
+	e := got.Errors[0]
+	for _, s := range []string{e.Message, e.Detail, got.AttemptedBy} {
+		if strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
+			t.Fatalf("stored text %q has NUL or invalid UTF-8", s)
+		}
+	}
+	if !strings.HasPrefix(e.Message, "boom") || !strings.HasSuffix(e.Message, "after") {
+		t.Fatalf("message = %q, want boom...after", e.Message)
+	}
+	tok, err := b.s.CreateToken(b.ctx, store.CreateTokenParams{Now: T0, Name: "ci\x00\xfe", Scope: "read", Hash: "h"})
+	if err != nil {
+		t.Fatalf("CreateToken with an odd name: %v", err)
+	}
+	stored, err := b.s.GetToken(b.ctx, tok.ID)
+	if err != nil || stored.Name != tok.Name || strings.ContainsRune(stored.Name, 0) || !utf8.ValidString(stored.Name) {
+		t.Fatalf("token name stored %q, returned %q: %v", stored.Name, tok.Name, err)
+	}
 }
 
 func testSnooze(t *testing.T, b *bundle) {
