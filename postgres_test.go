@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -238,4 +239,64 @@ func TestMaintenanceRunsWhereItIsAttached(t *testing.T) {
 		t.Fatalf("state %s, want scheduled", res.Job.State)
 	}
 	waitState(t, ca, res.Job.ID, drover.JobStateAvailable)
+}
+
+// BenchmarkPostgresCrossNodeWake measures how soon a worker on one node
+// starts a job inserted through another: the NOTIFY path. Inserts are
+// spaced 5 ms apart so that the workers are idle and waiting when each
+// job arrives. Reports the enqueue-to-start latency.
+func BenchmarkPostgresCrossNodeWake(b *testing.B) {
+	url := pgtest.TestURL(b)
+	schema := pgtest.TestSchema(b, url)
+	open := func(node string) *drover.Store {
+		st, err := drover.OpenPostgres(b.Context(), url, &drover.PostgresOptions{Schema: schema, NodeID: node, Logger: discard})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	inserter, err := drover.NewClient(open("producer"), &drover.Config{NoMaintenance: true, Logger: discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	started := make(chan time.Duration, 1024)
+	ws := drover.NewWorkers()
+	drover.AddWorker(ws, drover.WorkFunc(func(ctx context.Context, j *drover.Job[testArgs]) error {
+		sent, _ := time.Parse(time.RFC3339Nano, j.Args.Name)
+		started <- time.Since(sent)
+		return nil
+	}))
+	worker, err := drover.NewClient(open("worker"), &drover.Config{Workers: ws, Queues: map[string]drover.QueueConfig{"default": {MaxWorkers: 10}}, Logger: discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := worker.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(b.Context()), 10*time.Second)
+		defer cancel()
+		worker.Stop(ctx) //nolint:errcheck // the benchmark is over
+	})
+	time.Sleep(200 * time.Millisecond) // let the worker's listener connect
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := inserter.Insert(b.Context(), testArgs{Name: time.Now().Format(time.RFC3339Nano)}, nil); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case d := <-started:
+			lat = append(lat, d)
+		case <-time.After(10 * time.Second):
+			b.Fatal("the job never started on the other node")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 }
