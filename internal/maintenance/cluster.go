@@ -51,7 +51,14 @@ func StartCluster(eng *engine.Engine, pg *pgstore.Store, id string, log *slog.Lo
 	c.listenCancel = cancel
 	go func() {
 		defer close(c.listenDone)
-		_ = pg.Listen(ctx, eng.Notify)
+		_ = pg.ListenAll(ctx, eng.Notify, func(string) {
+			c.mu.Lock()
+			el := c.elector
+			c.mu.Unlock()
+			if el != nil {
+				el.Kick()
+			}
+		})
 	}()
 	return c, nil
 }

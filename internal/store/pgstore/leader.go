@@ -71,6 +71,8 @@ type Elector struct {
 	onChange func(leader bool)
 
 	running atomic.Bool
+	// kick asks Run to claim now rather than at its next renewal.
+	kick chan struct{}
 	// epoch anchors deadline on the monotonic clock.
 	epoch time.Time
 	// deadline is when, in nanoseconds since epoch, this node stops
@@ -111,6 +113,7 @@ func NewElector(s *Store, opts ElectorOptions) (*Elector, error) {
 		log = slog.Default()
 	}
 	return &Elector{
+		kick:     make(chan struct{}, 1),
 		s:        s,
 		name:     opts.Name,
 		id:       opts.ID,
@@ -209,6 +212,13 @@ func (e *Elector) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-e.kick:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
 		}
 		start := time.Now()
 		err := e.claim(ctx)
@@ -290,5 +300,22 @@ func (e *Elector) resign(ctx context.Context) {
 	}
 	if tag.RowsAffected() > 0 {
 		e.log.Info("leader: resigned")
+		// Tell the other nodes' listeners, so that their electors claim
+		// now rather than at their next renewal (see Kick).
+		if _, err := e.s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, e.s.channel, resignedPayload+"|"+e.s.nodeID+"|"+e.name); err != nil {
+			e.log.Debug("leader: announce the resignation", slog.Any("error", err))
+		}
+	}
+}
+
+// resignedPayload starts the notification of a resigned leader.
+const resignedPayload = "resigned"
+
+// Kick makes Run try to claim the role at once, for example because the
+// leader just resigned. It never blocks.
+func (e *Elector) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
 	}
 }

@@ -35,11 +35,17 @@ func channelName(schema string) string {
 // calls wake("", -1), since notifications sent meanwhile are lost. It
 // returns ctx's error.
 func (s *Store) Listen(ctx context.Context, wake func(queue string, n int)) error {
+	return s.ListenAll(ctx, wake, nil)
+}
+
+// ListenAll is Listen that also calls resigned(role) when another node's
+// leader resigns role, so that this node's elector can claim it at once.
+func (s *Store) ListenAll(ctx context.Context, wake func(queue string, n int), resigned func(role string)) error {
 	delay := 100 * time.Millisecond
 	first := true
 	for {
 		began := time.Now()
-		err := s.listenOnce(ctx, wake, !first)
+		err := s.listenOnce(ctx, wake, resigned, !first)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -57,7 +63,7 @@ func (s *Store) Listen(ctx context.Context, wake func(queue string, n int)) erro
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context, wake func(string, int), again bool) error {
+func (s *Store) listenOnce(ctx context.Context, wake func(string, int), resigned func(string), again bool) error {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return err
@@ -78,11 +84,30 @@ func (s *Store) listenOnce(ctx context.Context, wake func(string, int), again bo
 		if err != nil {
 			return err
 		}
+		if role, ok := s.parseResigned(n.Payload); ok {
+			if resigned != nil {
+				resigned(role)
+			}
+			continue
+		}
 		queue, count, ok := s.parsePayload(n.Payload)
 		if ok {
 			wake(queue, count)
 		}
 	}
+}
+
+// parseResigned reads "resigned|node|role" from another node.
+func (s *Store) parseResigned(p string) (string, bool) {
+	kind, rest, ok := strings.Cut(p, "|")
+	if !ok || kind != resignedPayload {
+		return "", false
+	}
+	node, role, ok := strings.Cut(rest, "|")
+	if !ok || node == s.nodeID {
+		return "", false
+	}
+	return role, true
 }
 
 // parsePayload reads "count|node|queue"; ok is false for the node's own

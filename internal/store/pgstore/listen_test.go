@@ -1,7 +1,9 @@
 package pgstore_test
 
 import (
+	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,4 +250,65 @@ func TestListenReconnects(t *testing.T) {
 	want(t, ch, "", -1)
 	ins("after")
 	want(t, ch, "after", 1)
+}
+
+// TestResignationHandsOverAtOnce: a leader that resigns announces it, and
+// a listening node's elector claims the role at once instead of at its
+// next renewal, 20 s away here.
+func TestResignationHandsOverAtOnce(t *testing.T) {
+	t.Parallel()
+	url := pgtest.TestURL(t)
+	schema := pgtest.TestSchema(t, url)
+	a := openNode(t, url, schema, "node-a")
+	b := openNode(t, url, schema, "node-b")
+	elector := func(s *pgstore.Store, id string) *pgstore.Elector {
+		el, err := pgstore.NewElector(s, pgstore.ElectorOptions{ID: id, TTL: time.Minute, Renew: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return el
+	}
+	ea, eb := elector(a, "node-a"), elector(b, "node-b")
+	actx, stopA := context.WithCancel(t.Context())
+	aDone := make(chan struct{})
+	go func() { defer close(aDone); ea.Run(actx) }()
+	t.Cleanup(func() { stopA(); <-aDone })
+	for deadline := time.Now().Add(10 * time.Second); !ea.IsLeader(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-a never led")
+		}
+	}
+	// b listens (with its elector kicked on a resignation) and campaigns;
+	// its first claim fails, and its next is 20 s away.
+	woke := make(chan struct{}, 16)
+	bctx, stopB := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = b.ListenAll(bctx, func(string, int) { woke <- struct{}{} }, func(string) { eb.Kick() })
+	}()
+	go func() { defer wg.Done(); eb.Run(bctx) }()
+	t.Cleanup(func() { stopB(); wg.Wait() })
+	now := time.Now()
+	for connected := false; !connected; {
+		if _, err := a.Insert(t.Context(), store.InsertParams{Now: now, Jobs: prep(t, now, job.Spec{Kind: "k", Args: json.RawMessage(`{}`)})}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-woke:
+			connected = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if eb.IsLeader() {
+		t.Fatal("node-b leads while node-a does")
+	}
+	stopA()
+	<-aDone
+	for deadline := time.Now().Add(5 * time.Second); !eb.IsLeader(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-b did not take over within 5 s of the resignation: it waited for its renewal")
+		}
+	}
 }
