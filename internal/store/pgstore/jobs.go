@@ -679,16 +679,16 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) ([]store.S
 	return out, nil
 }
 
-// runningJob locks job id for a settle by token, or explains why not.
-func (s *Store) runningJob(ctx context.Context, tx pgx.Tx, id job.ID, token, how string) (*job.Job, bool, error) {
-	j, err := s.get(ctx, tx, id, true)
+// runningJob reads job id for a settle by token, or explains why not.
+func (s *Store) runningJob(ctx context.Context, q querier, id job.ID, token, how string) (*job.Job, bool, error) {
+	j, err := s.get(ctx, q, id, false)
 	if err != nil {
 		return nil, false, err
 	}
 	if j.State == job.StateRunning && j.LeaseToken == token {
 		return j, true, nil
 	}
-	done, err := s.settleError(ctx, tx, id, token, how)
+	done, err := s.settleError(ctx, q, id, token, how)
 	return done, false, err
 }
 
@@ -700,12 +700,17 @@ func errorEntry(attempt int, now time.Time, msg, detail string) (*string, error)
 	return &e, nil
 }
 
-// Fail implements store.Store.
+// Fail implements store.Store, in two round trips and no transaction:
+// it reads the running job, decides its next state (the backoff is Go
+// code), and updates it fenced by the token. While the token is live
+// nothing else changes the attempt or the limits the decision rests on;
+// if the lease ended in between, the update matches nothing and the
+// failure is refused like any stale one.
 func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) {
 	now := job.Truncate(p.Now)
 	var out *job.Job
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		j, live, err := s.runningJob(ctx, tx, p.ID, p.LeaseToken, "fail")
+	err := s.retry(ctx, func() error {
+		j, live, err := s.runningJob(ctx, s.pool, p.ID, p.LeaseToken, "fail")
 		if err != nil || !live {
 			out = j
 			return err
@@ -715,17 +720,19 @@ func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) 
 		if err != nil {
 			return err
 		}
-		out, err = s.settle(ctx, tx, j, next, retryAt, now, entry, "fail")
+		out, err = s.settle(ctx, s.pool, j, next, retryAt, now, entry, "fail", p.LeaseToken)
 		return err
 	})
 	s.announceJobs(out)
 	return out, err
 }
 
-// settle moves job j (locked by the caller's transaction) to state next,
-// appending entry (when set) to its error history and recording how its
-// lease settled.
-func (s *Store) settle(ctx context.Context, tx pgx.Tx, j *job.Job, next job.State, sched, now time.Time, entry *string, how string) (*job.Job, error) {
+// settle moves job j to state next, appending entry (when set) to its
+// error history and recording how its lease settled. Either the caller's
+// transaction has j locked, or fence is j's lease token and the update
+// happens only while that lease is live (else the settle is explained by
+// settleError).
+func (s *Store) settle(ctx context.Context, q querier, j *job.Job, next job.State, sched, now time.Time, entry *string, how, fence string) (*job.Job, error) {
 	var finalized *time.Time
 	if next.Final() {
 		finalized = &now
@@ -741,14 +748,17 @@ func (s *Store) settle(ctx context.Context, tx pgx.Tx, j *job.Job, next job.Stat
 	if how == "snooze" {
 		attemptDelta = -1
 	}
-	jobs, err := collect(tx.Query(ctx, `UPDATE drover_jobs j SET state = $1, scheduled_at = $2,
+	jobs, err := collect(q.Query(ctx, `UPDATE drover_jobs j SET state = $1, scheduled_at = $2,
 		finalized_at = $3, lease_expires_at = NULL, settled = $4, attempt = j.attempt + $5,
 		errors = CASE WHEN $6::jsonb IS NULL THEN j.errors ELSE coalesce(j.errors, '[]'::jsonb) || jsonb_build_array($6::jsonb) END,
 		unique_key = CASE WHEN $7 THEN NULL ELSE j.unique_key END
-		WHERE j.id = $8 RETURNING `+jobCols,
-		string(next), sched, finalized, nullString(how), attemptDelta, entry, release, int64(j.ID)))
+		WHERE j.id = $8 AND ($9 = '' OR (j.lease_token = $9 AND j.state = 'running')) RETURNING `+jobCols,
+		string(next), sched, finalized, nullString(how), attemptDelta, entry, release, int64(j.ID), fence))
 	if err != nil {
 		return nil, fmt.Errorf("settle job %d: %w", j.ID, err)
+	}
+	if len(jobs) == 0 && fence != "" {
+		return s.settleError(ctx, q, j.ID, fence, how)
 	}
 	if len(jobs) == 0 {
 		return nil, fmt.Errorf("job %d: %w", j.ID, job.ErrNotFound)
@@ -765,14 +775,15 @@ func (s *Store) Snooze(ctx context.Context, p store.SnoozeParams) (*job.Job, err
 	}
 	now := job.Truncate(p.Now)
 	var out *job.Job
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		j, live, err := s.runningJob(ctx, tx, p.ID, p.LeaseToken, "snooze")
+	// Two round trips, fenced by the token, as Fail.
+	err := s.retry(ctx, func() error {
+		j, live, err := s.runningJob(ctx, s.pool, p.ID, p.LeaseToken, "snooze")
 		if err != nil || !live {
 			out = j
 			return err
 		}
 		at := job.Truncate(now.Add(p.Delay))
-		out, err = s.settle(ctx, tx, j, job.ReadyState(at, now), at, now, nil, "snooze")
+		out, err = s.settle(ctx, s.pool, j, job.ReadyState(at, now), at, now, nil, "snooze", p.LeaseToken)
 		return err
 	})
 	s.announceJobs(out)
@@ -801,7 +812,7 @@ func (s *Store) Cancel(ctx context.Context, p store.CancelParams) (*job.Job, err
 				return err
 			}
 		}
-		out, err = s.settle(ctx, tx, j, job.StateCancelled, j.ScheduledAt, now, nil, "")
+		out, err = s.settle(ctx, tx, j, job.StateCancelled, j.ScheduledAt, now, nil, "", "")
 		return err
 	})
 	return out, err
@@ -981,7 +992,7 @@ func (s *Store) Rescue(ctx context.Context, p store.RescueParams) ([]*job.Job, e
 			if err != nil {
 				return err
 			}
-			r, err := s.settle(ctx, tx, j, next, at, now, entry, "rescue")
+			r, err := s.settle(ctx, tx, j, next, at, now, entry, "rescue", "")
 			if err != nil {
 				return err
 			}
