@@ -65,6 +65,20 @@ func RescueOutcome(j *job.Job, now time.Time) (string, job.State, time.Time) {
 	return LeaseExpiredMessage, job.RescuedState(j.Attempt, j.MaxAttempts), now
 }
 
+// NextScheduledAt is the scheduled_at of job j settling into state next:
+// at for a retry or a snooze that waits, now for a job available again,
+// and j's own otherwise.
+func NextScheduledAt(j *job.Job, next job.State, at, now time.Time) time.Time {
+	switch next {
+	case job.StateRetryable, job.StateScheduled:
+		return at
+	case job.StateAvailable:
+		return now
+	case job.StatePending, job.StateRunning, job.StateCompleted, job.StateCancelled, job.StateDiscarded:
+	}
+	return j.ScheduledAt
+}
+
 // ErrorEntry encodes one entry of a job's error history, with the
 // message and detail truncated to their limits.
 func ErrorEntry(attempt int, now time.Time, msg, detail string) (string, error) {

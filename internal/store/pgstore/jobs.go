@@ -700,33 +700,6 @@ func errorEntry(attempt int, now time.Time, msg, detail string) (*string, error)
 	return &e, nil
 }
 
-// Fail implements store.Store, in two round trips and no transaction:
-// it reads the running job, decides its next state (the backoff is Go
-// code), and updates it fenced by the token. While the token is live
-// nothing else changes the attempt or the limits the decision rests on;
-// if the lease ended in between, the update matches nothing and the
-// failure is refused like any stale one.
-func (s *Store) Fail(ctx context.Context, p store.FailParams) (*job.Job, error) {
-	now := job.Truncate(p.Now)
-	var out *job.Job
-	err := s.retry(ctx, func() error {
-		j, live, err := s.runningJob(ctx, s.pool, p.ID, p.LeaseToken, "fail")
-		if err != nil || !live {
-			out = j
-			return err
-		}
-		next, retryAt := store.FailOutcome(j, p, now)
-		entry, err := errorEntry(j.Attempt, now, p.Message, p.Detail)
-		if err != nil {
-			return err
-		}
-		out, err = s.settle(ctx, s.pool, j, next, retryAt, now, entry, "fail", p.LeaseToken)
-		return err
-	})
-	s.announceJobs(out)
-	return out, err
-}
-
 // settle moves job j to state next, appending entry (when set) to its
 // error history and recording how its lease settled. Either the caller's
 // transaction has j locked, or fence is j's lease token and the update
@@ -737,12 +710,7 @@ func (s *Store) settle(ctx context.Context, q querier, j *job.Job, next job.Stat
 	if next.Final() {
 		finalized = &now
 	}
-	if next != job.StateRetryable && next != job.StateScheduled {
-		sched = j.ScheduledAt
-		if next == job.StateAvailable {
-			sched = now
-		}
-	}
+	sched = store.NextScheduledAt(j, next, sched, now)
 	release := !job.HoldsUnique(next, true)
 	attemptDelta := 0
 	if how == "snooze" {

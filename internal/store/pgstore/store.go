@@ -69,7 +69,13 @@ type Store struct {
 	idSeq   string // the sequence of drover_jobs.id, schema-qualified
 	log     *slog.Logger
 	ann     *announcer
-	closed  atomic.Bool
+	// the failure batcher (failbatch.go)
+	failCh   chan *failReq
+	failStop context.CancelFunc
+	failDone chan struct{}
+	// failBatches counts the batches settled, for tests.
+	failBatches atomic.Int64
+	closed      atomic.Bool
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN), applies
@@ -158,6 +164,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, er
 		return nil, fmt.Errorf("find the job id sequence: %w", unavailable(err))
 	}
 	s.startAnnouncer()
+	s.startFailer()
 	return s, nil
 }
 
@@ -198,6 +205,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.stopFailer()
 	s.stopAnnouncer()
 	if s.ownPool {
 		s.pool.Close()

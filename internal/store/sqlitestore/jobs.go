@@ -662,12 +662,7 @@ func (w *wtx) settle(ctx context.Context, j *job.Job, next job.State, sched, now
 	if next.Final() {
 		finalized = micros(now)
 	}
-	if next != job.StateRetryable && next != job.StateScheduled {
-		sched = j.ScheduledAt
-		if next == job.StateAvailable {
-			sched = now
-		}
-	}
+	sched = store.NextScheduledAt(j, next, sched, now)
 	release := !job.HoldsUnique(next, true)
 	var errArg any
 	if entry != "" {
