@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/droverhq/drover"
 	"github.com/droverhq/drover/internal/restclient"
@@ -589,11 +590,11 @@ func WriteJSON(w io.Writer, results []Result) error {
 func dropSchema(url, schema string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
+	pool, err := pgxpool.New(ctx, url) // a pool parses pool_max_conns and the like; a plain connection would not
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+	defer pool.Close()
+	_, err = pool.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
 	return err
 }

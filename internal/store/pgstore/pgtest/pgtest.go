@@ -38,6 +38,16 @@ func TestURL(t testing.TB) string {
 		t.Skipf("SKIPPING PostgreSQL test: no server at %s (%v); set DROVER_TEST_DATABASE_URL or start PostgreSQL", redacted(url), err)
 	}
 	_ = conn.Close(ctx)
+	// Many tests, and the server processes of the end-to-end tests, run
+	// at once against one server with max_connections 100: keep each
+	// pool small unless the URL says otherwise.
+	if !strings.Contains(url, "pool_max_conns") {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + "pool_max_conns=6"
+	}
 	return url
 }
 
