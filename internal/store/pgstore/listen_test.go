@@ -29,6 +29,29 @@ func openNode(t *testing.T, url, schema, node string) *pgstore.Store {
 	return s
 }
 
+// twoNodes opens two stores ("node-a" and "node-b") on one fresh schema.
+func twoNodes(t *testing.T) (a, b *pgstore.Store) {
+	t.Helper()
+	url := pgtest.TestURL(t)
+	schema := pgtest.TestSchema(t, url)
+	return openNode(t, url, schema, "node-a"), openNode(t, url, schema, "node-b")
+}
+
+// insertJobs inserts n jobs of queue q through s, running at at (zero:
+// now).
+func insertJobs(t *testing.T, s *pgstore.Store, q string, n int, now, at time.Time) []store.InsertResult {
+	t.Helper()
+	specs := make([]job.Spec, n)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "k", Queue: q, Args: json.RawMessage(`{}`), RunAt: at}
+	}
+	res, err := s.Insert(t.Context(), store.InsertParams{Now: now, Jobs: prep(t, now, specs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // listen runs s.Listen until the test ends and returns its wake-ups.
 // The listener is connected once the first probe notification arrives.
 func listen(t *testing.T, s *pgstore.Store, probe func()) <-chan wakeup {
@@ -97,22 +120,10 @@ func prep(t *testing.T, now time.Time, specs ...job.Spec) []*job.Insert {
 
 func TestListenWakesOtherNodes(t *testing.T) {
 	t.Parallel()
-	url := pgtest.TestURL(t)
-	schema := pgtest.TestSchema(t, url)
-	a := openNode(t, url, schema, "node-a")
-	b := openNode(t, url, schema, "node-b")
+	a, b := twoNodes(t)
 	now := time.Now()
 	args := json.RawMessage(`{}`)
-	ins := func(s *pgstore.Store, q string, n int, at time.Time) {
-		t.Helper()
-		specs := make([]job.Spec, n)
-		for i := range specs {
-			specs[i] = job.Spec{Kind: "k", Queue: q, Args: args, RunAt: at}
-		}
-		if _, err := s.Insert(t.Context(), store.InsertParams{Now: now, Jobs: prep(t, now, specs...)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ins := func(s *pgstore.Store, q string, n int, at time.Time) { insertJobs(t, s, q, n, now, at) }
 	ch := listen(t, b, func() { ins(a, "probe", 1, time.Time{}) })
 
 	// Another node's insert wakes b with the count per queue.
@@ -228,22 +239,14 @@ func TestInsertTxIsVisibleOnlyAfterCommit(t *testing.T) {
 // sent meanwhile are lost), and hears later notifications again.
 func TestListenReconnects(t *testing.T) {
 	t.Parallel()
-	url := pgtest.TestURL(t)
-	schema := pgtest.TestSchema(t, url)
-	a := openNode(t, url, schema, "node-a")
-	b := openNode(t, url, schema, "node-b")
+	a, b := twoNodes(t)
 	now := time.Now()
-	ins := func(q string) {
-		t.Helper()
-		if _, err := a.Insert(t.Context(), store.InsertParams{Now: now, Jobs: prep(t, now, job.Spec{Kind: "k", Queue: q, Args: json.RawMessage(`{}`)})}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ins := func(q string) { insertJobs(t, a, q, 1, now, time.Time{}) }
 	ch := listen(t, b, func() { ins("probe") })
 	// The listener's backend is the one session LISTENing on b's channel.
 	var killed bool
 	err := a.Pool().QueryRow(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE datname = current_database() AND query LIKE 'LISTEN %' AND query LIKE '%' || $1 || '%'`, schema).Scan(&killed)
+		WHERE datname = current_database() AND query LIKE 'LISTEN %' AND query LIKE '%' || $1 || '%'`, b.Schema()).Scan(&killed)
 	if err != nil || !killed {
 		t.Fatalf("terminate the listener's backend: %v, %v", killed, err)
 	}
@@ -257,10 +260,7 @@ func TestListenReconnects(t *testing.T) {
 // next renewal, 20 s away here.
 func TestResignationHandsOverAtOnce(t *testing.T) {
 	t.Parallel()
-	url := pgtest.TestURL(t)
-	schema := pgtest.TestSchema(t, url)
-	a := openNode(t, url, schema, "node-a")
-	b := openNode(t, url, schema, "node-b")
+	a, b := twoNodes(t)
 	elector := func(s *pgstore.Store, id string) *pgstore.Elector {
 		el, err := pgstore.NewElector(s, pgstore.ElectorOptions{ID: id, TTL: time.Minute, Renew: 20 * time.Second})
 		if err != nil {
@@ -292,9 +292,7 @@ func TestResignationHandsOverAtOnce(t *testing.T) {
 	t.Cleanup(func() { stopB(); wg.Wait() })
 	now := time.Now()
 	for connected := false; !connected; {
-		if _, err := a.Insert(t.Context(), store.InsertParams{Now: now, Jobs: prep(t, now, job.Spec{Kind: "k", Args: json.RawMessage(`{}`)})}); err != nil {
-			t.Fatal(err)
-		}
+		insertJobs(t, a, job.DefaultQueue, 1, now, time.Time{})
 		select {
 		case <-woke:
 			connected = true
