@@ -42,4 +42,12 @@
 // an operator cancelled and then retried the job. The first execution may
 // still be running then (its worker may not know yet), which is why
 // delivery is at least once and why its late settle is refused.
+//
+// # Job events
+//
+// Every state change made through the engine is published as an Event to
+// the subscribers of Subscribe (the gRPC EventService, and later GraphQL
+// subscriptions and the dashboard). Each subscriber has a bounded buffer
+// and is dropped when it falls behind; with nobody subscribed, publishing
+// costs one atomic load. See events.go.
 package engine

@@ -45,6 +45,13 @@ type Config struct {
 	Backoff func(j *job.Job) time.Duration
 	// Logger receives the engine's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// EventBuffer is how many job events each subscriber may have unread
+	// before it is dropped (see Subscribe); zero means
+	// DefaultEventBuffer.
+	EventBuffer int
+	// MaxSubscribers caps the open event subscriptions; zero means
+	// DefaultMaxSubscribers.
+	MaxSubscribers int
 }
 
 // Engine runs the use cases over a store. It is safe for concurrent use.
@@ -52,6 +59,7 @@ type Engine struct {
 	cfg    Config
 	store  store.Store
 	notify *notifier
+	events *events
 	log    *slog.Logger
 
 	stopWaitOnce sync.Once
@@ -78,7 +86,14 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Engine{cfg: cfg, store: cfg.Store, notify: newNotifier(), log: cfg.Logger, stopWait: make(chan struct{})}, nil
+	e := &Engine{
+		cfg: cfg, store: cfg.Store, notify: newNotifier(), events: newEvents(cfg.EventBuffer, cfg.MaxSubscribers),
+		log: cfg.Logger, stopWait: make(chan struct{}),
+	}
+	if rn, ok := cfg.Store.(store.ReadyNotifier); ok {
+		rn.SetReadyHook(e.Notify)
+	}
+	return e, nil
 }
 
 // Store returns the engine's store.
@@ -102,6 +117,7 @@ func (e *Engine) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.Insert
 		return nil, err
 	}
 	e.wakeInserted(res)
+	e.publishInserted(now, res)
 	return res, nil
 }
 
@@ -149,6 +165,7 @@ func (e *Engine) EnqueueIdempotent(ctx context.Context, key, requestHash string,
 	}
 	if !res.Replayed {
 		e.wakeInserted(res.Results)
+		e.publishInserted(now, res.Results)
 	}
 	return res, nil
 }
@@ -186,6 +203,17 @@ func (e *Engine) prepare(now time.Time, specs []job.Spec) ([]*job.Insert, error)
 		ins[i] = in
 	}
 	return ins, nil
+}
+
+func (e *Engine) publishInserted(now time.Time, res []store.InsertResult) {
+	if !e.events.active() {
+		return
+	}
+	for _, r := range res {
+		if !r.Duplicate {
+			e.publishJob(EventInserted, "", now, r.Job)
+		}
+	}
 }
 
 func (e *Engine) wakeInserted(res []store.InsertResult) {
@@ -271,6 +299,7 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 		if err == nil && jobs == nil {
 			jobs = []*job.Job{} // "no jobs", never null on the wire
 		}
+		e.publishJobs(EventLeased, job.StateAvailable, p.Now, jobs)
 		return jobs, err
 	}
 	w := e.notify.register(r.Queues)
@@ -283,6 +312,7 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 		p.Now = e.Now()
 		jobs, err := e.store.Lease(ctx, p)
 		if err != nil || len(jobs) > 0 {
+			e.publishJobs(EventLeased, job.StateAvailable, p.Now, jobs)
 			return jobs, err
 		}
 		select {
@@ -309,9 +339,20 @@ func (e *Engine) Waiting() int {
 // from now on, with no jobs: a server calls it when it starts to shut down
 // so that long polls do not hold the shutdown up. Calls that wait return
 // at once afterwards. It is safe to call more than once.
+//
+// It also ends every event subscription (Next returns an error matching
+// job.ErrUnavailable) and refuses new ones, so that event streams do not
+// hold the shutdown up either.
 func (e *Engine) StopWaiting() {
-	e.stopWaitOnce.Do(func() { close(e.stopWait) })
+	e.stopWaitOnce.Do(func() {
+		close(e.stopWait)
+		e.events.stop()
+	})
 }
+
+// Stopping returns a channel that is closed once StopWaiting was called:
+// streams that lease in a loop (the gRPC Work stream) end on it.
+func (e *Engine) Stopping() <-chan struct{} { return e.stopWait }
 
 // Heartbeat extends the lease on job id held with token by leaseFor (zero
 // means the default) and returns the job with its new expiry.
@@ -400,6 +441,13 @@ func (e *Engine) CompleteMany(ctx context.Context, cs []Completion) ([]store.Set
 	for k, r := range res {
 		out[idx[k]] = r
 	}
+	if e.events.active() {
+		for _, r := range res {
+			if r.Err == nil {
+				e.publishJob(EventCompleted, job.StateRunning, p.Now, r.Job)
+			}
+		}
+	}
 	return out, nil
 }
 
@@ -453,10 +501,14 @@ func (e *Engine) Fail(ctx context.Context, f Failure) (*job.Job, error) {
 		p.RetryAt = now.Add(*f.RetryIn)
 	}
 	j, err := e.store.Fail(ctx, p)
-	if err == nil && j.State == job.StateAvailable {
+	if err != nil {
+		return j, err
+	}
+	if j.State == job.StateAvailable {
 		e.notify.notify(j.Queue, 1)
 	}
-	return j, err
+	e.publishJob(EventFailed, job.StateRunning, now, j)
+	return j, nil
 }
 
 // Snooze re-schedules a running job after delay without using an attempt.
@@ -467,30 +519,60 @@ func (e *Engine) Snooze(ctx context.Context, id job.ID, token string, delay time
 	if delay < 0 {
 		return nil, &job.ValidationError{Field: "delay", Message: "must not be negative"}
 	}
-	j, err := e.store.Snooze(ctx, store.SnoozeParams{Now: e.Now(), ID: id, LeaseToken: token, Delay: delay})
-	if err == nil && j.State == job.StateAvailable {
+	now := e.Now()
+	j, err := e.store.Snooze(ctx, store.SnoozeParams{Now: now, ID: id, LeaseToken: token, Delay: delay})
+	if err != nil {
+		return j, err
+	}
+	if j.State == job.StateAvailable {
 		e.notify.notify(j.Queue, 1)
 	}
-	return j, err
+	e.publishJob(EventSnoozed, job.StateRunning, now, j)
+	return j, nil
 }
 
 // Cancel cancels a job that is not final.
 func (e *Engine) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
-	return e.store.Cancel(ctx, store.CancelParams{Now: e.Now(), ID: id})
+	now := e.Now()
+	j, err := e.store.Cancel(ctx, store.CancelParams{Now: now, ID: id})
+	if err != nil {
+		return j, err
+	}
+	e.publishJob(EventCancelled, "", now, j)
+	return j, nil
 }
 
 // Retry makes a scheduled, retryable or final job available now.
 func (e *Engine) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
-	j, err := e.store.Retry(ctx, store.RetryParams{Now: e.Now(), ID: id})
-	if err == nil && j.State == job.StateAvailable {
+	now := e.Now()
+	j, err := e.store.Retry(ctx, store.RetryParams{Now: now, ID: id})
+	if err != nil {
+		return j, err
+	}
+	if j.State == job.StateAvailable {
 		e.notify.notify(j.Queue, 1)
 	}
-	return j, err
+	e.publishJob(EventRetried, "", now, j)
+	return j, nil
 }
 
 // Delete deletes a job that is not running.
 func (e *Engine) Delete(ctx context.Context, id job.ID) error {
-	return e.store.Delete(ctx, store.DeleteParams{ID: id})
+	// The store's Delete says nothing of the job; read it first, only for
+	// subscribers (a change in between leaves the event's From stale).
+	var before *job.Job
+	if e.events.active() {
+		before, _ = e.store.Get(ctx, id)
+	}
+	if err := e.store.Delete(ctx, store.DeleteParams{ID: id}); err != nil {
+		return err
+	}
+	ev := Event{Type: EventDeleted, JobID: id, At: e.Now()}
+	if before != nil {
+		ev.Kind, ev.Queue, ev.From, ev.Attempt = before.Kind, before.Queue, before.State, before.Attempt
+	}
+	e.publish(ev)
+	return nil
 }
 
 // Get returns one job with its error history.
@@ -539,13 +621,17 @@ func (e *Engine) Promote(ctx context.Context, limit int) (int, error) {
 	limit = max(limit, 1)
 	total := 0
 	for {
-		counts, err := e.store.Promote(ctx, store.PromoteParams{Now: e.Now(), Limit: limit})
+		now := e.Now()
+		counts, err := e.store.Promote(ctx, store.PromoteParams{Now: now, Limit: limit})
 		if err != nil {
 			return total, err
 		}
 		n := 0
-		for _, c := range counts {
+		for q, c := range counts {
 			n += c
+			if c > 0 {
+				e.publish(Event{Type: EventPromoted, Queue: q, To: job.StateAvailable, At: now, Count: c})
+			}
 		}
 		e.wake(counts)
 		total += n
@@ -561,10 +647,12 @@ func (e *Engine) Rescue(ctx context.Context, limit int) (int, error) {
 	limit = max(limit, 1)
 	total := 0
 	for {
-		jobs, err := e.store.Rescue(ctx, store.RescueParams{Now: e.Now(), Limit: limit})
+		now := e.Now()
+		jobs, err := e.store.Rescue(ctx, store.RescueParams{Now: now, Limit: limit})
 		if err != nil {
 			return total, err
 		}
+		e.publishJobs(EventRescued, job.StateRunning, now, jobs)
 		woke := map[string]int{}
 		for _, j := range jobs {
 			if j.State == job.StateAvailable {

@@ -1,179 +1,109 @@
 package httpapi
 
 import (
-	"context"
-	"errors"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/droverhq/drover/internal/auth"
-	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 )
 
-// Authenticator checks bearer tokens and scopes on every /v1 request once
-// any token exists in the store; before that (a fresh install, which only
-// listens on loopback) the API is open. Tokens are looked up by id and
-// their secrets compared in constant time; lookups are cached for
-// CacheFor, so a revocation takes effect within that time.
+// Authenticator is the REST face's token check: auth.Authenticator
+// applied to every /v1 request, with the scope that NeededScope gives.
+// Before any token exists (a fresh install, which only listens on
+// loopback) the API is open.
 type Authenticator struct {
-	st       store.Store
-	now      func() time.Time
-	cacheFor time.Duration
-
-	mu       sync.Mutex
-	enforced bool
-	checked  time.Time
-	tokens   map[int64]cachedToken
-}
-
-type cachedToken struct {
-	rec *store.TokenRecord
-	at  time.Time
+	*auth.Authenticator
 }
 
 // NewAuthenticator returns an Authenticator over the tokens in st.
 func NewAuthenticator(st store.Store) *Authenticator {
-	return &Authenticator{st: st, now: time.Now, cacheFor: 5 * time.Second, tokens: map[int64]cachedToken{}}
+	return &Authenticator{Authenticator: auth.NewAuthenticator(st)}
 }
 
-// Enforced reports whether tokens are required: whether the store holds
-// any token record, revoked or not. Once a token was created, the API
-// never falls back to open, even if every token is revoked.
-func (a *Authenticator) Enforced(ctx context.Context) (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.enforced || a.now().Sub(a.checked) < a.cacheFor {
-		return a.enforced, nil
-	}
-	ts, err := a.st.ListTokens(ctx)
-	if err != nil {
-		return false, err
-	}
-	a.enforced, a.checked = len(ts) > 0, a.now()
-	return a.enforced, nil
-}
-
-func (a *Authenticator) token(ctx context.Context, id int64) (*store.TokenRecord, error) {
-	a.mu.Lock()
-	c, ok := a.tokens[id]
-	a.mu.Unlock()
-	if ok && a.now().Sub(c.at) < a.cacheFor {
-		return c.rec, nil
-	}
-	rec, err := a.st.GetToken(ctx, id)
-	if err != nil && !errors.Is(err, job.ErrNotFound) {
-		return nil, err
-	}
-	a.mu.Lock()
-	if len(a.tokens) > 10_000 {
-		clear(a.tokens) // bounded: a flood of made-up ids cannot grow it
-	}
-	a.tokens[id] = cachedToken{rec: rec, at: a.now()}
-	a.mu.Unlock()
-	return rec, nil
-}
-
-type principalKey struct{}
-
-// Principal is who made a request: the token's id and scope.
-type Principal struct {
-	TokenID int64
-	Scope   auth.Scope
-}
-
-// Name is how jobs record their creator: "token:ID".
-func (p Principal) Name() string { return "token:" + strconv.FormatInt(p.TokenID, 10) }
-
-// PrincipalFrom returns who made the request, when tokens are enforced.
-func PrincipalFrom(ctx context.Context) (Principal, bool) {
-	p, ok := ctx.Value(principalKey{}).(Principal)
-	return p, ok
-}
-
-// Wrap returns next behind the token check for /v1 routes.
+// Wrap returns next behind the token check for /v1 routes. The handlers
+// find who called with auth.PrincipalFrom.
 func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/v1/") {
 			next.ServeHTTP(w, r)
 			return
 		}
-		on, err := a.Enforced(r.Context())
+		who, ok, err := a.Check(r.Context(), r.Header.Get("Authorization"), NeededScope(r.Method, r.URL.Path))
 		if err != nil {
-			writeProblem(w, problemOf(err))
-			return
-		}
-		if !on {
-			next.ServeHTTP(w, r)
-			return
-		}
-		who, p := a.check(r)
-		if p != nil {
+			p := problemOf(err)
 			if p.Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="drover"`)
 			}
 			writeProblem(w, p)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, who)))
+		if ok {
+			r = r.WithContext(auth.WithPrincipal(r.Context(), who))
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
-// check authenticates r and authorizes its route.
-func (a *Authenticator) check(r *http.Request) (Principal, *Problem) {
-	h := r.Header.Get("Authorization")
-	raw, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || raw == "" {
-		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "a bearer token is required: Authorization: Bearer drv_...")
-	}
-	id, secret, err := auth.Parse(strings.TrimSpace(raw))
-	if err != nil {
-		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token is not a Drover token")
-	}
-	rec, err := a.token(r.Context(), id)
-	if err != nil {
-		return Principal{}, problemOf(err)
-	}
-	// The same refusal for unknown, revoked and wrong tokens, so that the
-	// answer tells an attacker nothing about which ids exist.
-	if rec == nil || rec.RevokedAt != nil || !auth.Verify(secret, rec.Hash) {
-		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token is unknown or revoked")
-	}
-	scope, err := auth.ParseScope(rec.Scope)
-	if err != nil {
-		return Principal{}, newProblem(http.StatusUnauthorized, "unauthorized", "the bearer token has an unknown scope")
-	}
-	need := NeededScope(r.Method, r.URL.Path)
-	if !scope.Allows(need) {
-		return Principal{}, newProblem(http.StatusForbidden, "forbidden", "this call needs the "+string(need)+" scope; the token has "+string(scope))
-	}
-	return Principal{TokenID: id, Scope: scope}, nil
-}
-
-// NeededScope is the scope a /v1 call needs: reading needs read (which
-// every token has), enqueueing producer, leasing and settling worker, and
-// everything else (operator actions) admin.
+// NeededScope is the scope a /v1 call needs: the scope of its operation
+// in the one table of auth.Op.Scope. A GET that names no operation needs
+// read (it is answered 404), anything else unknown admin.
 func NeededScope(method, path string) auth.Scope {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case len(parts) >= 2 && parts[1] == "tokens":
-		return auth.ScopeAdmin
-	case method == http.MethodGet:
+	if op, ok := operationOf(method, path); ok {
+		return op.Scope()
+	}
+	if method == http.MethodGet {
 		return auth.ScopeRead
-	case method == http.MethodPost && path == "/v1/jobs", method == http.MethodPost && path == "/v1/jobs/batch":
-		return auth.ScopeProducer
-	case method == http.MethodPost && path == "/v1/lease":
-		return auth.ScopeWorker
-	case method == http.MethodPost && len(parts) == 4 && parts[1] == "jobs":
-		switch parts[3] {
-		case "heartbeat", "complete", "fail", "snooze":
-			return auth.ScopeWorker
-		}
 	}
 	return auth.ScopeAdmin
+}
+
+// operationOf names the operation of a /v1 route.
+func operationOf(method, path string) (auth.Op, bool) {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) >= 2 && parts[1] == "tokens" {
+		return auth.OpTokens, true
+	}
+	switch {
+	case len(parts) == 2 && parts[1] == "jobs":
+		switch method {
+		case http.MethodGet:
+			return auth.OpListJobs, true
+		case http.MethodPost:
+			return auth.OpEnqueue, true
+		}
+	case len(parts) == 3 && parts[1] == "jobs" && parts[2] == "batch" && method == http.MethodPost:
+		return auth.OpEnqueueBatch, true
+	case len(parts) == 3 && parts[1] == "jobs":
+		switch method {
+		case http.MethodGet:
+			return auth.OpGetJob, true
+		case http.MethodDelete:
+			return auth.OpDeleteJob, true
+		}
+	case len(parts) == 4 && parts[1] == "jobs" && method == http.MethodPost:
+		if op, ok := jobActions[parts[3]]; ok {
+			return op, true
+		}
+	case len(parts) == 2 && parts[1] == "lease" && method == http.MethodPost:
+		return auth.OpLease, true
+	case len(parts) == 2 && parts[1] == "queues" && method == http.MethodGet:
+		return auth.OpListQueues, true
+	case len(parts) == 4 && parts[1] == "queues" && method == http.MethodPost:
+		switch parts[3] {
+		case "pause":
+			return auth.OpPauseQueue, true
+		case "resume":
+			return auth.OpResumeQueue, true
+		}
+	}
+	return "", false
+}
+
+// jobActions are the operations of POST /v1/jobs/{id}/ACTION.
+var jobActions = map[string]auth.Op{
+	"cancel": auth.OpCancelJob, "retry": auth.OpRetryJob,
+	"heartbeat": auth.OpHeartbeat, "complete": auth.OpComplete, "fail": auth.OpFail, "snooze": auth.OpSnooze,
 }
 
 func writeProblem(w http.ResponseWriter, p *Problem) {

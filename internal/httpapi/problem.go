@@ -9,6 +9,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/droverhq/drover/internal/errcode"
 	"github.com/droverhq/drover/internal/job"
 )
 
@@ -19,7 +20,7 @@ type Problem struct { //nolint:errname // the RFC 9457 name, used in the OpenAPI
 	Title  string `json:"title" doc:"The HTTP status text."`
 	Status int    `json:"status" doc:"The HTTP status code."`
 	Detail string `json:"detail,omitempty" doc:"What went wrong, for people."`
-	Code   string `json:"code" doc:"Stable machine-readable code: invalid_argument, too_large, not_found, lease_lost, invalid_state, conflict, idempotency_mismatch, overloaded, unavailable, unauthorized, forbidden, internal."`
+	Code   string `json:"code" doc:"Stable machine-readable code: invalid_argument, too_large, not_found, lease_lost, invalid_state, conflict, idempotency_mismatch, overloaded, unavailable, storage_full, unauthorized, forbidden, internal."`
 	// Errors lists individual problems, for example each invalid field.
 	Errors []*huma.ErrorDetail `json:"errors,omitempty" doc:"Individual problems, such as each invalid field."`
 
@@ -44,33 +45,6 @@ func (p *Problem) ContentType(ct string) string {
 // GetHeaders implements huma.HeadersError.
 func (p *Problem) GetHeaders() http.Header { return p.headers }
 
-// statusOf maps a stable error code to its HTTP status. It is the one
-// place where REST turns Drover's errors into statuses; gRPC and GraphQL
-// map the same codes in theirs.
-func statusOf(code string) int {
-	switch code {
-	case "invalid_argument", "idempotency_mismatch":
-		// The JSON was well-formed but broke a rule.
-		return http.StatusUnprocessableEntity
-	case "too_large":
-		return http.StatusRequestEntityTooLarge
-	case "not_found":
-		return http.StatusNotFound
-	case "lease_lost", "invalid_state", "conflict":
-		return http.StatusConflict
-	case "overloaded":
-		return http.StatusTooManyRequests
-	case "unavailable":
-		return http.StatusServiceUnavailable
-	case "unauthorized":
-		return http.StatusUnauthorized
-	case "forbidden":
-		return http.StatusForbidden
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 // codeOfStatus gives the stable code of a status that huma itself
 // produced (malformed requests, schema violations, oversized bodies).
 func codeOfStatus(status int) string {
@@ -85,6 +59,8 @@ func codeOfStatus(status int) string {
 		return "overloaded"
 	case http.StatusServiceUnavailable:
 		return "unavailable"
+	case http.StatusInsufficientStorage:
+		return "storage_full"
 	case http.StatusUnauthorized:
 		return "unauthorized"
 	case http.StatusForbidden:
@@ -149,9 +125,9 @@ func hasUnknownField(errs []error) bool {
 // Internal errors are logged in full by the caller and shown only as
 // "internal error".
 func problemOf(err error) *Problem {
-	code := job.Code(err)
-	status := statusOf(code)
-	if code == "internal" {
+	e := errcode.Of(err)
+	code, status := e.Code, e.HTTPStatus
+	if code == errcode.Internal {
 		return newProblem(status, code, "internal error")
 	}
 	p := newProblem(status, code, err.Error())
@@ -159,8 +135,8 @@ func problemOf(err error) *Problem {
 	if errors.As(err, &ve) {
 		p.Errors = []*huma.ErrorDetail{{Message: ve.Message, Location: "body." + ve.Field}}
 	}
-	if code == "overloaded" || code == "unavailable" {
-		p.headers = http.Header{"Retry-After": []string{strconv.Itoa(1)}}
+	if e.RetryAfter > 0 {
+		p.headers = http.Header{"Retry-After": []string{strconv.Itoa(int(e.RetryAfter.Seconds()))}}
 	}
 	return p
 }

@@ -95,6 +95,14 @@ func (s *statusRecorder) WriteHeader(code int) {
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// Flush implements http.Flusher, which streaming handlers (gRPC, Connect)
+// require of the writer itself rather than through Unwrap.
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
 // engineCollector reports the store's job counts per queue and state, the
 // waiting lease calls, and the embedded store's writer counters.
 type engineCollector struct {

@@ -1,0 +1,325 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/errcode"
+	droverv1 "github.com/droverhq/drover/internal/gen/drover/v1"
+	"github.com/droverhq/drover/internal/job"
+)
+
+// Bounds of the Work stream.
+const (
+	// workLeaseWait is how long one lease call of a Work stream waits
+	// for jobs before it looks again (the engine caps it at its MaxWait).
+	workLeaseWait = 30 * time.Second
+	// maxWorkCredits caps the credits a worker may hold: more would let
+	// one stream lease a whole queue.
+	maxWorkCredits = 10_000
+	// workInbox is how many worker messages wait, read but not yet
+	// handled; past it the stream stops reading (HTTP/2 flow control
+	// then holds the worker back).
+	workInbox = 256
+	// maxCompleteBatch bounds the completions settled in one store call.
+	maxCompleteBatch = 1000
+)
+
+// Work implements droverv1connect.WorkerServiceHandler: one stream per
+// worker process. The worker opens it with a WorkStart and grants
+// credits; the server leases jobs for it (long polls of the engine, at
+// most as many jobs as credits are left) and pushes them; the worker's
+// heartbeats, completions, failures and snoozes each get a WorkAck with
+// the message's correlation id, in the order they arrived. Completions
+// that arrive together are settled in one store call.
+//
+// Leases are the engine's and fenced as everywhere: when the stream ends,
+// jobs it had pushed stay leased to it until they are settled on another
+// stream with their token (the lease token is the fence, not the stream)
+// or until their lease expires and the rescuer re-delivers them. A job
+// leased at the instant the stream broke may thus wait for its lease to
+// expire; none is lost and none is settled twice.
+func (s *workerService) Work(ctx context.Context, stream *connect.BidiStream[droverv1.WorkRequest, droverv1.WorkResponse]) error {
+	first, err := stream.Receive()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return &job.ValidationError{Field: "start", Message: "the first message of a Work stream must be start"}
+	}
+	w := &worker{
+		svc: s, stream: stream,
+		lease: engine.LeaseRequest{
+			Queues: start.GetQueues(), LeaseFor: duration(start.GetLeaseFor()),
+			Worker: start.GetWorker(), Wait: workLeaseWait,
+		},
+	}
+	// The lease request is checked once, before anything runs, with a
+	// lease call that takes no job.
+	if err := w.checkStart(); err != nil {
+		return err
+	}
+	// Headers go out at once: the worker knows the stream is open.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
+	return w.run(ctx)
+}
+
+// worker is the server side of one Work stream.
+type worker struct {
+	svc    *workerService
+	stream *connect.BidiStream[droverv1.WorkRequest, droverv1.WorkResponse]
+	lease  engine.LeaseRequest
+}
+
+func (w *worker) checkStart() error {
+	if len(w.lease.Queues) == 0 {
+		return &job.ValidationError{Field: "start.queues", Message: "at least one queue is required"}
+	}
+	for i, q := range w.lease.Queues {
+		if err := job.ValidateName(q); err != nil {
+			return &job.ValidationError{Field: fmt.Sprintf("start.queues[%d]", i), Message: err.Error()}
+		}
+	}
+	if d := w.lease.LeaseFor; d != 0 && (d < engine.MinLeaseFor || d > engine.MaxLeaseFor) {
+		return &job.ValidationError{Field: "start.lease_for", Message: fmt.Sprintf("must be from %s to %s", engine.MinLeaseFor, engine.MaxLeaseFor)}
+	}
+	return nil
+}
+
+type leaseResult struct {
+	jobs []*job.Job
+	err  error
+}
+
+// run is the stream's loop. It alone sends; a reader goroutine receives.
+func (w *worker) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inbox := make(chan *droverv1.WorkRequest, workInbox)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(inbox)
+		for {
+			msg, err := w.stream.Receive()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					readErr <- err
+				}
+				return
+			}
+			select {
+			case inbox <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	credits := 0
+	var leaseDone chan leaseResult
+	// Leases run under their own context, so that a worker closing its
+	// side ends a lease's wait without ending the stream.
+	lctx, stopLease := context.WithCancel(ctx)
+	defer stopLease()
+	for {
+		if credits > 0 && leaseDone == nil {
+			leaseDone = make(chan leaseResult, 1)
+			r := w.lease
+			r.Max = min(credits, engine.MaxLeaseBatch)
+			go func(done chan<- leaseResult) {
+				jobs, err := w.svc.a.eng.Lease(lctx, r)
+				done <- leaseResult{jobs, err}
+			}(leaseDone)
+		}
+		select {
+		case msg, ok := <-inbox:
+			if !ok {
+				// The worker closed its side: lease nothing more, but
+				// deliver what a lease in flight took.
+				stopLease()
+				if leaseDone != nil {
+					if err := w.deliver(<-leaseDone, &credits); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+						return err
+					}
+				}
+				select {
+				case err := <-readErr:
+					return err
+				default:
+					return nil
+				}
+			}
+			n, err := w.handle(ctx, msg, inbox)
+			if err != nil {
+				return err
+			}
+			credits = min(credits+n, maxWorkCredits)
+		case res := <-leaseDone:
+			leaseDone = nil
+			if err := w.deliver(res, &credits); err != nil {
+				return err
+			}
+		case <-w.svc.a.eng.Stopping():
+			// Lease calls answer at once from now on: end the stream, so
+			// that the worker reconnects to a node that serves.
+			return fmt.Errorf("the server is shutting down: %w", job.ErrUnavailable)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// deliver pushes leased jobs to the worker, spending their credits.
+func (w *worker) deliver(res leaseResult, credits *int) error {
+	if res.err != nil {
+		return res.err
+	}
+	if len(res.jobs) == 0 {
+		return nil
+	}
+	*credits -= len(res.jobs)
+	return w.stream.Send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Jobs{Jobs: &droverv1.WorkJobs{Jobs: toJobs(res.jobs)}}})
+}
+
+// handle answers a worker message and returns the credits it granted.
+// Completions that wait in the inbox behind it are settled with it, and a
+// message of another kind found behind them is handled next.
+func (w *worker) handle(ctx context.Context, msg *droverv1.WorkRequest, inbox chan *droverv1.WorkRequest) (credits int, err error) {
+	for msg != nil {
+		var n int
+		n, msg, err = w.handleOne(ctx, msg, inbox)
+		credits += n
+		if err != nil {
+			return credits, err
+		}
+	}
+	return credits, nil
+}
+
+// handleOne answers one message; next is a message that a batch of
+// completions read past and that must be handled now.
+func (w *worker) handleOne(ctx context.Context, msg *droverv1.WorkRequest, inbox chan *droverv1.WorkRequest) (credits int, next *droverv1.WorkRequest, err error) {
+	eng := w.svc.a.eng
+	id := msg.GetCorrelationId()
+	switch m := msg.GetMessage().(type) {
+	case *droverv1.WorkRequest_Credit:
+		n := int(m.Credit.GetCredits())
+		if n < 0 {
+			return 0, nil, &job.ValidationError{Field: "credit.credits", Message: "must not be negative"}
+		}
+		return n, nil, nil
+	case *droverv1.WorkRequest_Start:
+		return 0, nil, &job.ValidationError{Field: "start", Message: "a Work stream is started once"}
+	case *droverv1.WorkRequest_Heartbeat:
+		hb := m.Heartbeat
+		j, err := eng.Heartbeat(ctx, job.ID(hb.GetId()), hb.GetLeaseToken(), duration(hb.GetLeaseFor()))
+		var out *droverv1.Job
+		if err == nil {
+			out = &droverv1.Job{Id: int64(j.ID), State: toState(j.State), Attempt: int32(j.Attempt), LeaseExpiresAt: timestamp(j.LeaseExpiresAt)} //nolint:gosec // G115: attempts are small
+		}
+		return 0, nil, w.ack(id, out, err)
+	case *droverv1.WorkRequest_Complete:
+		next, err := w.complete(ctx, msg, inbox)
+		return 0, next, err
+	case *droverv1.WorkRequest_Fail:
+		f := m.Fail
+		in := engine.Failure{ID: job.ID(f.GetId()), LeaseToken: f.GetLeaseToken(), Message: f.GetError(), Detail: f.GetDetail(), Discard: f.GetDiscard()}
+		if f.GetRetryIn() != nil {
+			d := f.GetRetryIn().AsDuration()
+			in.RetryIn = &d
+		}
+		j, err := eng.Fail(ctx, in)
+		return 0, nil, w.ack(id, jobOrNil(j, err), err)
+	case *droverv1.WorkRequest_Snooze:
+		sn := m.Snooze
+		j, err := eng.Snooze(ctx, job.ID(sn.GetId()), sn.GetLeaseToken(), duration(sn.GetDelay()))
+		return 0, nil, w.ack(id, jobOrNil(j, err), err)
+	default:
+		return 0, nil, &job.ValidationError{Field: "message", Message: "empty or unknown message"}
+	}
+}
+
+// complete settles msg's completion together with the completions that
+// wait right behind it in the inbox, in one store call, and acks each.
+// A message of another kind found behind them is handled after.
+func (w *worker) complete(ctx context.Context, msg *droverv1.WorkRequest, inbox chan *droverv1.WorkRequest) (next *droverv1.WorkRequest, err error) {
+	batch := []*droverv1.WorkRequest{msg}
+gather:
+	for len(batch) < maxCompleteBatch {
+		select {
+		case m, ok := <-inbox:
+			if !ok {
+				break gather
+			}
+			if m.GetComplete() == nil {
+				next = m
+				break gather
+			}
+			batch = append(batch, m)
+		default:
+			break gather
+		}
+	}
+	cs := make([]engine.Completion, len(batch))
+	acks := make([]func() error, len(batch))
+	for i, m := range batch {
+		c := m.GetComplete()
+		output, err := valueJSON(c.GetOutput(), "output")
+		if err != nil {
+			acks[i] = func() error { return w.ack(m.GetCorrelationId(), nil, err) }
+			continue
+		}
+		cs[i] = engine.Completion{ID: job.ID(c.GetId()), LeaseToken: c.GetLeaseToken(), Output: output}
+	}
+	res, err := w.svc.a.eng.CompleteMany(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range batch {
+		if acks[i] != nil {
+			if err := acks[i](); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		r := res[i]
+		if err := w.ack(m.GetCorrelationId(), jobOrNil(r.Job, r.Err), r.Err); err != nil {
+			return nil, err
+		}
+	}
+	return next, nil
+}
+
+func jobOrNil(j *job.Job, err error) *droverv1.Job {
+	if err != nil || j == nil {
+		return nil
+	}
+	return toJob(j)
+}
+
+// ack answers one worker message: the job after the call, or why it was
+// refused. Internal errors end the stream instead, logged in full.
+func (w *worker) ack(id uint64, j *droverv1.Job, err error) error {
+	a := &droverv1.WorkAck{CorrelationId: id, Job: j}
+	if err != nil {
+		e := errcode.Of(err)
+		if e.Code == errcode.Internal || e.Code == "unavailable" {
+			return err
+		}
+		a.Job = nil
+		a.Error = &droverv1.WorkError{Code: e.Code, Message: err.Error()}
+	}
+	return w.stream.Send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Ack{Ack: a}})
+}
