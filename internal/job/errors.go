@@ -32,6 +32,10 @@ var (
 	// ErrOverloaded means the request was refused to protect the server;
 	// the caller may retry later.
 	ErrOverloaded = errors.New("overloaded")
+	// ErrStorageFull means the store's disk is full: the write was rolled
+	// back and nothing of it stored. Writes succeed again once space is
+	// freed; reads still work.
+	ErrStorageFull = errors.New("storage full")
 	// ErrInvalid is the sentinel that every *ValidationError matches.
 	ErrInvalid = errors.New("invalid input")
 )
@@ -87,6 +91,8 @@ func Code(err error) string {
 		return "conflict"
 	case errors.Is(err, ErrOverloaded):
 		return "overloaded"
+	case errors.Is(err, ErrStorageFull):
+		return "storage_full"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
 	default:

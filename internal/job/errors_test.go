@@ -24,6 +24,7 @@ func TestCode(t *testing.T) {
 		{"too large", job.ErrTooLarge, "too_large"},
 		{"unavailable", job.ErrUnavailable, "unavailable"},
 		{"overloaded", job.ErrOverloaded, "overloaded"},
+		{"storage full", job.ErrStorageFull, "storage_full"},
 		{"invalid", job.ErrInvalid, "invalid_argument"},
 		{"validation error", &job.ValidationError{Field: "kind", Message: "bad"}, "invalid_argument"},
 		{"too large validation error", &job.ValidationError{Field: "args", Message: "big", TooLarge: true}, "too_large"},
@@ -60,6 +61,7 @@ func TestValidationErrorIs(t *testing.T) {
 	sentinels := []error{
 		job.ErrNotFound, job.ErrLeaseLost, job.ErrInvalidState, job.ErrConflict,
 		job.ErrTooLarge, job.ErrUnavailable, job.ErrOverloaded, job.ErrInvalid,
+		job.ErrStorageFull,
 	}
 	for _, tooLarge := range []bool{false, true} {
 		t.Run(fmt.Sprintf("TooLarge=%v", tooLarge), func(t *testing.T) {
@@ -98,6 +100,7 @@ func TestSentinelsAreDistinct(t *testing.T) {
 	sentinels := []error{
 		job.ErrNotFound, job.ErrLeaseLost, job.ErrInvalidState, job.ErrConflict,
 		job.ErrTooLarge, job.ErrUnavailable, job.ErrOverloaded, job.ErrInvalid,
+		job.ErrStorageFull,
 	}
 	codes := map[string]error{}
 	for i, a := range sentinels {

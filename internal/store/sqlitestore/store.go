@@ -15,6 +15,24 @@
 // Reads (Get, List) use a separate pool of read-only connections, which in
 // WAL mode never block the writer.
 //
+// # Storage failures
+//
+// A commit whose fsync fails is not acknowledged, and neither is anything
+// after it: the operating system may have dropped the pages that fsync was
+// to write, so the store refuses every write (job.ErrUnavailable) until it
+// is reopened and rebuilds its state from what the disk really holds, and
+// Ping reports it so /readyz turns unready. A full disk (SQLITE_FULL) rolls
+// the batch back and fails it with job.ErrStorageFull; the store keeps
+// working and the next write succeeds once space is freed.
+//
+// # Page checksums
+//
+// Files go through the sqlitevfs shim, which keeps a CRC-32C in 8 reserved
+// bytes of every page of the database file and checks it on every read.
+// Open checks every page before serving, so a bit that flipped at rest is
+// reported (ErrCorrupt, naming the page) instead of served. Data files made
+// before checksums existed open unchecked, with a warning.
+//
 // # In-memory state
 //
 // The store keeps the job count of each queue and state, the paused queues
@@ -33,6 +51,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,6 +62,7 @@ import (
 
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
+	"github.com/droverhq/drover/internal/store/sqlitestore/sqlitevfs"
 
 	// The pure-Go SQLite driver, registered as "sqlite".
 	sqlite "modernc.org/sqlite"
@@ -50,6 +71,11 @@ import (
 // ErrLocked is returned by Open when another process owns the data
 // directory.
 var ErrLocked = errors.New("data directory is in use by another process")
+
+// ErrCorrupt is matched (errors.Is) by the *sqlitevfs.CorruptError that Open
+// returns when a page of the data file fails its checksum or its header is
+// damaged: the file changed at rest and must be restored from a backup.
+var ErrCorrupt = sqlitevfs.ErrCorrupt
 
 // DBFile is the name of the database file inside the data directory.
 const DBFile = "drover.db"
@@ -70,6 +96,17 @@ type Options struct {
 	// writes may then be lost on power failure, though not on a process
 	// crash. For tests and benchmarks only.
 	NoSync bool
+	// Logger receives warnings, such as a data file without page
+	// checksums. Nil means slog.Default().
+	Logger *slog.Logger
+	// CheckpointPages is the WAL size, in pages, past which a commit
+	// copies the WAL into the database file. Zero means SQLite's 1000.
+	// Tests lower it to exercise checkpoints.
+	CheckpointPages int
+	// Faults, when set, runs the store over a simulated disk that injects
+	// the plan's faults (failed fsyncs, a full disk, power loss). For
+	// tests only.
+	Faults *sqlitevfs.Faults
 }
 
 func (o *Options) setDefaults() {
@@ -85,6 +122,9 @@ func (o *Options) setDefaults() {
 	if o.CacheMiB <= 0 {
 		o.CacheMiB = 32
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 }
 
 // Store is the embedded store. It is safe for concurrent use.
@@ -93,6 +133,9 @@ type Store struct {
 	dir  string
 	lock *os.File
 
+	// vfs is the file layer of this store's connections: it seals pages
+	// and reports failed fsyncs.
+	vfs   *sqlitevfs.VFS
 	wdb   *sql.DB
 	wconn *sql.Conn
 	stmts *stmts
@@ -108,6 +151,9 @@ type Store struct {
 	// failed holds the error of a commit that may not have reached the
 	// disk; once set, every write is refused until the store is reopened.
 	failed atomic.Pointer[error]
+	// readyHook, when set, hears of jobs that became available by a
+	// dependency's completion (see SetReadyHook).
+	readyHook atomic.Pointer[func(queue string, n int)]
 
 	// Counters for Stats.
 	commits, requests atomic.Int64
@@ -148,6 +194,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if err := s.open(); err != nil {
 		_ = s.closeDBs() // best effort: the open error is the one to report
+		if s.vfs != nil {
+			_ = s.vfs.Close()
+		}
 		lock.Close()
 		return nil, err
 	}
@@ -157,18 +206,28 @@ func Open(dir string, opts Options) (*Store, error) {
 
 func (s *Store) open() error {
 	path := filepath.Join(s.dir, DBFile)
+	var err error
+	if s.vfs, err = sqlitevfs.New(sqlitevfs.Options{Faults: s.opts.Faults}); err != nil {
+		return err
+	}
+	if err := s.prepareFile(path); err != nil {
+		return err
+	}
 	sync := "FULL"
 	if s.opts.NoSync {
 		sync = "NORMAL"
 	}
 	wq := url.Values{}
+	wq.Set("vfs", s.vfs.Name())
 	wq.Add("_pragma", "busy_timeout(10000)")
 	wq.Add("_pragma", "journal_mode(WAL)")
 	wq.Add("_pragma", "synchronous("+sync+")")
 	wq.Add("_pragma", fmt.Sprintf("cache_size(-%d)", s.opts.CacheMiB*1024))
 	wq.Add("_pragma", "foreign_keys(OFF)")
 	wq.Add("_pragma", "temp_store(MEMORY)")
-	var err error
+	if s.opts.CheckpointPages > 0 {
+		wq.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", s.opts.CheckpointPages))
+	}
 	s.wdb, err = sql.Open("sqlite", fileURI(path, wq))
 	if err != nil {
 		return err
@@ -195,6 +254,7 @@ func (s *Store) open() error {
 	}
 
 	rq := url.Values{}
+	rq.Set("vfs", s.vfs.Name())
 	rq.Add("mode", "ro")
 	rq.Add("_pragma", "busy_timeout(10000)")
 	rq.Add("_pragma", "query_only(1)")
@@ -219,11 +279,99 @@ func fileURI(path string, q url.Values) string {
 	return "file:" + (&url.URL{Path: p}).EscapedPath() + "?" + q.Encode()
 }
 
+// prepareFile makes the database file ready to open: it creates a new one
+// with page checksums, folds a WAL left by a crash into the file, and then
+// checks every page's checksum.
+func (s *Store) prepareFile(path string) error {
+	walSize := int64(0)
+	if wi, err := os.Stat(path + "-wal"); err == nil {
+		walSize = wi.Size()
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && walSize > 0:
+		// SQLite would replay the WAL of a lost database onto a new one.
+		return fmt.Errorf("%s is missing but its WAL %s-wal holds data: restore %s from a backup, or move the WAL away to start empty",
+			path, path, DBFile)
+	case errors.Is(err, fs.ErrNotExist):
+		return sqlitevfs.CreateDatabase(path)
+	case err != nil:
+		return err
+	}
+	if fi.Size() == 0 && walSize == 0 {
+		// An empty file (SQLite creates one before its first write):
+		// nothing to keep, so make it anew with checksums.
+		if err := os.Remove(path); err != nil {
+			return err
+		}
+		return sqlitevfs.CreateDatabase(path)
+	}
+	if walSize > 0 {
+		// After a crash the WAL holds committed transactions, and the
+		// database file may hold pages torn by a checkpoint that only the
+		// WAL can repair: checkpoint first, then check.
+		if err := s.checkpointWAL(path); err != nil {
+			return err
+		}
+	}
+	seal, err := sqlitevfs.Verify(path)
+	if err != nil {
+		return err
+	}
+	switch seal {
+	case sqlitevfs.Unsealed:
+		s.opts.Logger.Warn("the data file has no page checksums (it predates them): a bit flipped at rest would go undetected",
+			"path", path)
+	case sqlitevfs.Blank:
+		// A copy SQLite wrote page by page (a backup made with VACUUM
+		// INTO): it has room for checksums but none yet.
+		n, err := sqlitevfs.Reseal(path)
+		if err != nil {
+			return err
+		}
+		s.opts.Logger.Warn("the data file is a copy without page checksums (such as a VACUUM INTO backup): its pages are now checksummed, "+
+			"but damage done to it before this start cannot be detected", "path", path, "pages", n)
+	case sqlitevfs.Sealed:
+	}
+	return nil
+}
+
+// checkpointWAL opens the database once to recover its WAL and copy it
+// into the database file.
+func (s *Store) checkpointWAL(path string) error {
+	q := url.Values{}
+	q.Set("vfs", s.vfs.Name())
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "synchronous(FULL)")
+	db, err := sql.Open("sqlite", fileURI(path, q))
+	if err != nil {
+		return err
+	}
+	var busy, logPages, done int
+	err = db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if c := s.vfs.Corruption(); c != nil {
+		return c
+	}
+	if err != nil {
+		return fmt.Errorf("recover the WAL of %s: %w", path, err)
+	}
+	if busy != 0 {
+		return fmt.Errorf("recover the WAL of %s: checkpoint blocked", path)
+	}
+	return nil
+}
+
 // checkIntegrity runs SQLite's quick_check so that a corrupt file is
 // reported at start instead of being served.
 func (s *Store) checkIntegrity(ctx context.Context) error {
 	rows, err := s.wconn.QueryContext(ctx, "PRAGMA quick_check")
 	if err != nil {
+		if c := s.vfs.Corruption(); c != nil {
+			return c
+		}
 		return fmt.Errorf("check database: %w", err)
 	}
 	defer rows.Close()
@@ -238,6 +386,9 @@ func (s *Store) checkIntegrity(ctx context.Context) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
+		if c := s.vfs.Corruption(); c != nil {
+			return c
+		}
 		return fmt.Errorf("check database: %w", err)
 	}
 	if len(problems) > 0 {
@@ -328,8 +479,8 @@ func (s *Store) Ping(ctx context.Context) error {
 	if s.closed.Load() {
 		return job.ErrUnavailable
 	}
-	if p := s.failed.Load(); p != nil {
-		return fmt.Errorf("%w: %v", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+	if err := s.failure(); err != nil {
+		return err
 	}
 	if err := s.rdb.PingContext(ctx); err != nil {
 		return fmt.Errorf("%w: %v", job.ErrUnavailable, err) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
@@ -348,6 +499,9 @@ func (s *Store) Close() error {
 		if err := s.lock.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}
+		if err := s.vfs.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
 	})
 	return s.closeErr
 }
@@ -364,7 +518,7 @@ func (s *Store) closeDBs() error {
 		errs = append(errs, s.stmts.close())
 	}
 	if s.wconn != nil {
-		if s.failed.Load() == nil {
+		if s.failure() == nil {
 			if _, err := s.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 				errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 			}
@@ -377,6 +531,23 @@ func (s *Store) closeDBs() error {
 	return errors.Join(errs...)
 }
 
+// failure returns the error that every write gets once the store's
+// storage failed (a commit or fsync that may not have reached the disk),
+// or nil.
+func (s *Store) failure() error {
+	p := s.failed.Load()
+	if p == nil && s.vfs != nil {
+		if err := s.vfs.SyncErr(); err != nil {
+			s.poison(err)
+			p = s.failed.Load()
+		}
+	}
+	if p == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: storage failed, so the store accepts no more writes until drover is restarted: %v", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+}
+
 // Stats counts the work of the writer since Open.
 type Stats struct {
 	// Requests is how many write requests were run.
@@ -384,11 +555,13 @@ type Stats struct {
 	// Commits is how many transactions were committed (each one fsync).
 	// Requests/Commits is the group commit's average batch.
 	Commits int64
+	// Queued is how many write requests wait for the writer now.
+	Queued int
 }
 
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Requests: s.requests.Load(), Commits: s.commits.Load()}
+	return Stats{Requests: s.requests.Load(), Commits: s.commits.Load(), Queued: len(s.reqs)}
 }
 
 // Dir returns the data directory.
@@ -401,6 +574,16 @@ func isIOError(err error) bool {
 	if errors.As(err, &se) {
 		const sqliteIOErr = 10
 		return se.Code()&0xff == sqliteIOErr
+	}
+	return false
+}
+
+// isFull reports whether err is SQLite's "database or disk is full".
+func isFull(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		const sqliteFull = 13
+		return se.Code()&0xff == sqliteFull
 	}
 	return false
 }

@@ -79,8 +79,8 @@ func (s *Store) submit(ctx context.Context, fn func(w *wtx) error, kind opKind) 
 	if s.closed.Load() {
 		return fmt.Errorf("store closed: %w", job.ErrUnavailable)
 	}
-	if p := s.failed.Load(); p != nil {
-		return fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+	if err := s.failure(); err != nil {
+		return err
 	}
 	o := &op{ctx: ctx, fn: fn, done: make(chan struct{}), kind: kind}
 	select {
@@ -152,9 +152,9 @@ func (s *Store) commit(batch []*op) {
 			close(o.done)
 		}
 	}()
-	if p := s.failed.Load(); p != nil {
+	if err := s.failure(); err != nil {
 		for _, o := range batch {
-			o.err = fmt.Errorf("%w: an earlier write could not be made durable (%v); reopen the store", job.ErrUnavailable, *p) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+			o.err = err
 		}
 		return
 	}
@@ -191,13 +191,22 @@ func (s *Store) commit(batch []*op) {
 		o.err = o.fn(w)
 		if o.err != nil {
 			o.deltas, o.after = nil, nil
-			if o.kind != opNormal && multi {
-				// Without a savepoint the others' changes cannot be
-				// kept apart from whatever SQLite undid: fail them all.
+			if isIOError(o.err) || isFull(o.err) {
+				// The disk failed or filled up mid-request, and SQLite
+				// may have rolled back the whole transaction: nothing in
+				// it stands. After an I/O error nothing more can be
+				// trusted either; a full disk fails only this batch.
 				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting o.err
 				if isIOError(o.err) {
 					s.poison(o.err)
 				}
+				s.failBatch(batch, o.err)
+				return
+			}
+			if o.kind != opNormal && multi {
+				// Without a savepoint the others' changes cannot be
+				// kept apart from whatever SQLite undid: fail them all.
+				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting o.err
 				s.failBatch(batch, o.err)
 				return
 			}
@@ -212,14 +221,6 @@ func (s *Store) commit(batch []*op) {
 					s.failBatch(batch, fmt.Errorf("roll back to savepoint: %w", rerr))
 					return
 				}
-			}
-			if isIOError(o.err) {
-				// The disk failed mid-request: nothing in this
-				// transaction can be trusted.
-				c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting o.err
-				s.poison(o.err)
-				s.failBatch(batch, o.err)
-				return
 			}
 			continue
 		}
@@ -243,12 +244,29 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	if _, err := st.commit.ExecContext(ctx); err != nil {
+		c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting err
+		if isFull(err) {
+			// The WAL could not take the batch's frames: no commit
+			// record reached the file, so nothing of it stands, and the
+			// store works again once space is freed.
+			s.failBatch(batch, err)
+			return
+		}
 		// The commit may or may not have reached the disk. Refuse to
 		// acknowledge anything more until the store is reopened and the
 		// state rebuilt from what the disk really holds.
-		c.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // reporting err
 		s.poison(err)
 		s.failBatch(batch, fmt.Errorf("commit: %w", err))
+		return
+	}
+	if err := s.vfs.SyncErr(); err != nil {
+		// An fsync failed during the commit: a checkpoint run by it could
+		// not sync the database file. The batch is in the WAL, but an
+		// fsync error leaves the state of the disk unknown, so it is not
+		// acknowledged, nor is anything after it. The in-memory counts
+		// are left as they were; the store must be reopened anyway.
+		s.poison(err)
+		s.failBatch(batch, err)
 		return
 	}
 	s.commits.Add(1)
@@ -285,12 +303,23 @@ func (s *Store) abandon(batch []*op, err error) {
 	s.failBatch(batch, err)
 }
 
+// failBatch gives err to every request of batch that has no error of its
+// own: requests that failed on their own changed nothing and keep their
+// error; the others were not made durable. Every caller of the batch is
+// answered with an error, none is acknowledged.
 func (s *Store) failBatch(batch []*op, err error) {
-	// Requests that failed on their own changed nothing and keep their
-	// error; the others were not made durable.
+	var werr error
+	switch {
+	case isFull(err):
+		werr = fmt.Errorf("%w: the disk holding the data directory is full (%v); nothing was written, retry once space is freed", job.ErrStorageFull, err) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+	case s.failed.Load() != nil:
+		werr = s.failure()
+	default:
+		werr = fmt.Errorf("%w: %v", job.ErrUnavailable, err) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+	}
 	for _, o := range batch {
-		if o.err == nil || isIOError(o.err) {
-			o.err = fmt.Errorf("%w: %v", job.ErrUnavailable, err) //nolint:errorlint // wraps the sentinel only: the backend error is text, not API
+		if o.err == nil || isIOError(o.err) || isFull(o.err) {
+			o.err = werr
 		}
 	}
 }
