@@ -34,8 +34,14 @@ func (n *notifier) register(queues []string) *waiter {
 	return w
 }
 
+// unregister removes w. A wake-up that w received but did not act on
+// (it gave up, its wait over, at the moment a job arrived) is passed on to
+// another waiter of each of w's queues, so that it is not lost with w: a
+// job that arrives while waiters remain always wakes one of them, without
+// waiting for their next poll.
 func (n *notifier) unregister(w *waiter) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	n.count--
 	for _, q := range w.queues {
 		ws := n.waiters[q]
@@ -51,13 +57,32 @@ func (n *notifier) unregister(w *waiter) {
 			n.waiters[q] = ws
 		}
 	}
-	n.mu.Unlock()
+	select {
+	case <-w.ch:
+		for _, q := range w.queues {
+			n.wakeOne(q)
+		}
+	default:
+	}
+}
+
+// wakeOne signals the oldest waiter of queue that has no wake-up pending
+// yet. The caller holds n.mu.
+func (n *notifier) wakeOne(queue string) {
+	for _, w := range n.waiters[queue] {
+		select {
+		case w.ch <- struct{}{}:
+			return
+		default:
+		}
+	}
 }
 
 // notify wakes up to count waiters of queue (all of them when count < 0),
-// oldest first. A woken waiter that finds nothing waits again, and every
-// waiter also re-checks on its own at the poll interval, so a wake-up lost
-// to a waiter that gave up costs at most one interval.
+// oldest first. A woken waiter that finds nothing waits again; one that
+// gives up instead passes its wake-up on (see unregister). Every waiter
+// also re-checks on its own at the poll interval, for wake-ups that never
+// reach this process.
 func (n *notifier) notify(queue string, count int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -157,6 +157,16 @@ type Store interface {
 	Close() error
 }
 
+// ReadyNotifier is implemented by a store that can report jobs made
+// available by a change no engine call named: a completion that releases
+// the last dependency of another job. The engine registers a hook that
+// wakes lease calls waiting on that job's queue, so the dependant starts at
+// once rather than at the next poll. The hook runs after the change is
+// durable and must not block.
+type ReadyNotifier interface {
+	SetReadyHook(f func(queue string, n int))
+}
+
 // InsertParams are the inputs of Store.Insert.
 type InsertParams struct {
 	Now  time.Time

@@ -616,6 +616,9 @@ func (w *wtx) resolveDependants(ctx context.Context, id job.ID, now time.Time) e
 			return err
 		}
 		w.move(q, job.StatePending, job.State(state))
+		if job.State(state) == job.StateAvailable {
+			w.ready(q)
+		}
 	}
 	return nil
 }
