@@ -90,7 +90,9 @@ func Format(id int64, secret string) string {
 // ErrMalformed is returned by Parse for a string that is not a token.
 var ErrMalformed = errors.New("malformed token")
 
-// Parse splits a bearer token into its id and secret.
+// Parse splits a bearer token into its id and secret. It accepts only the
+// exact text that Format writes: an id spelled another way ("+7", "07")
+// is malformed, so that no two strings name the same token.
 func Parse(tok string) (id int64, secret string, err error) {
 	rest, ok := strings.CutPrefix(tok, prefix)
 	if !ok {
@@ -101,7 +103,7 @@ func Parse(tok string) (id int64, secret string, err error) {
 		return 0, "", ErrMalformed
 	}
 	id, err = strconv.ParseInt(idText, 10, 64)
-	if err != nil || id <= 0 {
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != idText {
 		return 0, "", ErrMalformed
 	}
 	return id, secret, nil

@@ -6,8 +6,13 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -15,6 +20,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/job"
 )
 
 // Options configure the API.
@@ -59,6 +65,11 @@ func New(mux *http.ServeMux, eng *engine.Engine, opts Options) *API {
 	cfg.DocsPath = "" // the default page loads scripts from a CDN; /docs is ours
 	cfg.SchemasPath = ""
 	cfg.CreateHooks = nil // no $schema links in bodies
+	// Request bodies are checked before encoding/json decodes them: it
+	// would silently turn invalid UTF-8 and lone surrogate escapes into
+	// U+FFFD, so that what is stored is not what was sent.
+	jsonFormat := huma.Format{Marshal: huma.DefaultJSONFormat.Marshal, Unmarshal: unmarshalJSON}
+	cfg.Formats = map[string]huma.Format{"application/json": jsonFormat, "json": jsonFormat}
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "A token from `drover token create`."},
 	}
@@ -68,9 +79,51 @@ func New(mux *http.ServeMux, eng *engine.Engine, opts Options) *API {
 	a.registerWorker()
 	a.registerQueues()
 	a.registerTokens(eng.Store())
+	a.documentAuthErrors()
 	mux.HandleFunc("GET /docs", serveDocs)
 	mux.Handle("/v1/", unmatched(mux))
 	return a
+}
+
+// documentAuthErrors lists 401 and 403 on every operation: once a token
+// exists, the Authenticator can answer either in front of any /v1 route.
+func (a *API) documentAuthErrors() {
+	for _, item := range a.api.OpenAPI().Paths {
+		for _, op := range []*huma.Operation{item.Get, item.Post, item.Put, item.Patch, item.Delete} {
+			if op == nil {
+				continue
+			}
+			// Every error response is the same problem schema: copy the
+			// first, without its headers (such as a 503's Retry-After).
+			var problem *huma.Response
+			for _, key := range slices.Sorted(maps.Keys(op.Responses)) {
+				if key == "default" || key[0] == '4' || key[0] == '5' {
+					problem = op.Responses[key]
+					break
+				}
+			}
+			if problem == nil {
+				continue
+			}
+			for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+				if key := strconv.Itoa(status); op.Responses[key] == nil {
+					r := *problem
+					r.Description = http.StatusText(status)
+					r.Headers = nil
+					op.Responses[key] = &r
+				}
+			}
+		}
+	}
+}
+
+// unmarshalJSON is json.Unmarshal for request bodies, refusing text that
+// it would alter (see job.CheckJSONText); huma answers its error with 400.
+func unmarshalJSON(data []byte, v any) error {
+	if err := job.CheckJSONText(data); err != nil {
+		return fmt.Errorf("request body: %w", err)
+	}
+	return json.Unmarshal(data, v)
 }
 
 // OpenAPI returns the API's document.

@@ -12,6 +12,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/droverhq/drover/internal/auth"
+	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 )
@@ -86,7 +87,7 @@ func splitAll(vals []string) []string {
 // body is stored with the key and decoded into out (on a repeat, from the
 // first call's stored bytes). It returns the status to answer with.
 func runEnqueue[T any](ctx context.Context, a *API, op, key string, request any, render func([]store.InsertResult) (int, T), out *T, specs ...job.Spec) (int, error) {
-	who, authed := PrincipalFrom(ctx)
+	who, authed := auth.PrincipalFrom(ctx)
 	if authed {
 		for i := range specs {
 			specs[i].CreatedBy = who.Name()
@@ -139,7 +140,7 @@ func (a *API) registerJobs() {
 		Summary:       "Enqueue a job",
 		Description:   "Returns 201 with the new job, or 200 with the existing job and `duplicate: true` when a live job holds the unique key.",
 		DefaultStatus: http.StatusCreated, MaxBodyBytes: a.bodyLimit(false),
-		Errors: []int{400, 413, 415, 422, 503},
+		Errors: []int{400, 413, 415, 422, 503, 507},
 	}, func(ctx context.Context, in *enqueueInput) (*jobOutput, error) {
 		render := func(res []store.InsertResult) (int, Job) {
 			out := toJob(res[0].Job)
@@ -166,7 +167,7 @@ func (a *API) registerJobs() {
 		OperationID: "enqueueBatch", Method: http.MethodPost, Path: "/v1/jobs/batch", Tags: tags,
 		Summary:       "Enqueue many jobs, all or nothing",
 		DefaultStatus: http.StatusCreated, MaxBodyBytes: a.bodyLimit(true),
-		Errors: []int{400, 413, 415, 422, 503},
+		Errors: []int{400, 413, 415, 422, 503, 507},
 	}, func(ctx context.Context, in *batchInput) (*jobsOutput, error) {
 		specs := make([]job.Spec, len(in.Body.Jobs))
 		for i := range in.Body.Jobs {
@@ -195,14 +196,14 @@ func (a *API) registerJobs() {
 		Summary: "List jobs", Errors: []int{400, 422},
 	}, func(ctx context.Context, in *listInput) (*listOutput, error) {
 		p := store.ListParams{Kinds: splitAll(in.Kind), Queues: splitAll(in.Queue), Tag: in.Tag, Limit: in.Limit, Desc: in.Order == "desc"}
-		if who, ok := PrincipalFrom(ctx); ok && who.Scope == auth.ScopeProducer {
+		if who, ok := auth.PrincipalFrom(ctx); ok && who.ReadsOwnJobsOnly() {
 			p.CreatedBy = who.Name() // producers read their own jobs
 		}
 		for _, s := range splitAll(in.State) {
 			p.States = append(p.States, job.State(s))
 		}
 		if in.Cursor != "" {
-			after, err := decodeCursor(in.Cursor, p.Desc)
+			after, err := engine.DecodeCursor(in.Cursor, p.Desc)
 			if err != nil {
 				return nil, badQuery("cursor", "%v", err)
 			}
@@ -215,7 +216,7 @@ func (a *API) registerJobs() {
 		out := &listOutput{}
 		out.Body.Jobs = toJobs(res.Jobs)
 		if res.Next != 0 {
-			out.Body.NextCursor = encodeCursor(res.Next, p.Desc)
+			out.Body.NextCursor = engine.EncodeCursor(res.Next, p.Desc)
 		}
 		return out, nil
 	})
@@ -228,7 +229,7 @@ func (a *API) registerJobs() {
 		if err != nil {
 			return nil, a.fail(ctx, "getJob", err)
 		}
-		if who, ok := PrincipalFrom(ctx); ok && who.Scope == auth.ScopeProducer && j.CreatedBy != who.Name() {
+		if who, ok := auth.PrincipalFrom(ctx); ok && who.ReadsOwnJobsOnly() && j.CreatedBy != who.Name() {
 			// Not found, rather than forbidden: a producer learns nothing
 			// about other producers' jobs, not even that they exist.
 			return nil, a.fail(ctx, "getJob", fmt.Errorf("job %d: %w", in.ID, job.ErrNotFound))

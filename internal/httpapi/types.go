@@ -1,11 +1,8 @@
 package httpapi
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -179,34 +176,4 @@ func toQueue(q store.QueueInfo) Queue {
 		out.Counts[string(st)] = q.Counts[st]
 	}
 	return out
-}
-
-// cursor encodes a list position. It is opaque to clients: base64 of a
-// versioned position, checked strictly when it comes back.
-func encodeCursor(after job.ID, desc bool) string {
-	order := "asc"
-	if desc {
-		order = "desc"
-	}
-	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + order + ":" + strconv.FormatInt(int64(after), 10)))
-}
-
-func decodeCursor(c string, desc bool) (job.ID, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, fmt.Errorf("not a cursor from this API")
-	}
-	parts := strings.Split(string(raw), ":")
-	if len(parts) != 3 || parts[0] != "v1" {
-		return 0, fmt.Errorf("not a cursor from this API")
-	}
-	if (parts[1] == "desc") != desc || (parts[1] != "asc" && parts[1] != "desc") {
-		return 0, fmt.Errorf("the cursor belongs to a listing in the other order")
-	}
-	id, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil || id <= 0 || encodeCursor(job.ID(id), desc) != c {
-		// Only the exact text encodeCursor writes is accepted.
-		return 0, fmt.Errorf("not a cursor from this API")
-	}
-	return job.ID(id), nil
 }

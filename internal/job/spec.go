@@ -226,7 +226,10 @@ func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage,
 	if !json.Valid(raw) {
 		return nil, invalid(field, "not valid JSON")
 	}
-	d, spaced := jsonShape(raw)
+	d, spaced, lone := jsonShape(raw)
+	if lone >= 0 {
+		return nil, invalid(field, "%s", loneSurrogateMessage(raw, lone))
+	}
 	if d > MaxJSONDepth {
 		return nil, invalid(field, "nested %d deep, at most %d allowed", d, MaxJSONDepth)
 	}
@@ -249,20 +252,31 @@ func NormalizeJSON(raw json.RawMessage, max int, field string) (json.RawMessage,
 func trimJSONSpace(b []byte) []byte { return bytes.Trim(b, " \t\r\n") }
 
 // jsonShape returns the deepest nesting of arrays and objects in valid
-// JSON, and whether it has white space outside strings (is not compact).
-func jsonShape(raw []byte) (max int, spaced bool) {
+// JSON, whether it has white space outside strings (is not compact), and
+// the offset of the first \u escape of a lone UTF-16 surrogate in a string
+// (-1 when there is none).
+func jsonShape(raw []byte) (max int, spaced bool, lone int) {
 	depth := 0
-	inString, escaped := false, false
-	for _, c := range raw {
+	inString := false
+	lone = -1
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
 		switch {
 		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
+			switch c {
+			case '"':
 				inString = false
+			case '\\':
+				i++ // the escaped byte; valid JSON has one
+				if i < len(raw) && raw[i] == 'u' {
+					if n := surrogateEscape(raw, i-1); n < 0 {
+						if lone < 0 {
+							lone = i - 1
+						}
+					} else {
+						i += n - 2 // the escape's remaining bytes
+					}
+				}
 			}
 		case c == '"':
 			inString = true
@@ -277,7 +291,68 @@ func jsonShape(raw []byte) (max int, spaced bool) {
 			spaced = true
 		}
 	}
-	return max, spaced
+	return max, spaced, lone
+}
+
+// surrogateEscape reads the \uXXXX escape at raw[i:] of valid JSON. It
+// returns its length: 6, or 12 for a high surrogate followed by the
+// escape of a low one; or -1 when the escape is a lone surrogate, which
+// encodes no Unicode character. (encoding/json would decode one as U+FFFD:
+// accepting it would store text that no reader can decode as sent.)
+func surrogateEscape(raw []byte, i int) int {
+	r := hex4(raw[i+2 : i+6])
+	switch {
+	case r < 0xD800 || r > 0xDFFF:
+		return 6
+	case r >= 0xDC00:
+		return -1 // a low surrogate with no high one before it
+	case i+12 <= len(raw) && raw[i+6] == '\\' && raw[i+7] == 'u':
+		if lo := hex4(raw[i+8 : i+12]); lo >= 0xDC00 && lo <= 0xDFFF {
+			return 12
+		}
+	}
+	return -1
+}
+
+// hex4 decodes four hex digits, which valid JSON guarantees after \u.
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
+}
+
+// loneSurrogateMessage describes the lone surrogate escape at raw[i:].
+func loneSurrogateMessage(raw []byte, i int) string {
+	return fmt.Sprintf("%s at byte %d is a lone UTF-16 surrogate, not a Unicode character", raw[i:i+6], i)
+}
+
+// CheckJSONText reports whether raw, the text of a request that is about
+// to be decoded as JSON, is valid UTF-8 whose strings escape no lone
+// UTF-16 surrogate. encoding/json silently replaces both with U+FFFD;
+// faces call this first, so that such input is refused, never altered.
+// For text that is not valid JSON it only checks the UTF-8: the JSON
+// decoder reports the rest.
+func CheckJSONText(raw []byte) error {
+	if !utf8.Valid(raw) {
+		return fmt.Errorf("not valid UTF-8")
+	}
+	if !bytes.Contains(raw, []byte(`\u`)) || !json.Valid(raw) {
+		return nil
+	}
+	if _, _, lone := jsonShape(raw); lone >= 0 {
+		return fmt.Errorf("%s", loneSurrogateMessage(raw, lone))
+	}
+	return nil
 }
 
 // uniqueKey computes the stored unique key: a SHA-256 over the kind, the
