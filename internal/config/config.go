@@ -60,6 +60,22 @@ type Config struct {
 	// answers 429. MaxLeaseWaiters limits lease calls (long polls) apart.
 	MaxRequests     int `koanf:"max_requests"`
 	MaxLeaseWaiters int `koanf:"max_lease_waiters"`
+	// MaxRequestBytes limits the request bodies in progress, by their
+	// declared length (a body of unknown length counts as the largest
+	// body allowed); beyond it the server answers 429. Zero means a
+	// thirty-second of MemoryLimit, or 256 MiB without one.
+	MaxRequestBytes ByteSize `koanf:"max_request_bytes"`
+	// MemoryLimit caps the server's memory: it sets the Go runtime's soft
+	// memory limit (7/8 of it, leaving room for the binary and what the
+	// runtime does not count), sizes MaxRequestBytes, and makes admission
+	// refuse new requests (429) while the live heap is above 5/8 of it,
+	// so that the server refuses work rather than grow. Zero means no cap
+	// of Drover's own (GOMEMLIMIT still applies to the runtime).
+	MemoryLimit ByteSize `koanf:"memory_limit"`
+	// ReadHeaderTimeout bounds how long a client may take to send a
+	// request's headers; a slower connection is closed (the defence
+	// against slowloris clients). Bodies have their own limit of 5s.
+	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on this
 	// separate address, which must be loopback unless Insecure.
 	DebugAddr string `koanf:"debug_addr"`
@@ -74,18 +90,19 @@ type Config struct {
 // Default returns the default configuration.
 func Default() Config {
 	return Config{
-		Addr:            "127.0.0.1:8080",
-		DataDir:         "./drover-data",
-		LogLevel:        "info",
-		LogFormat:       "json",
-		ShutdownTimeout: 30 * time.Second,
-		MaxArgsBytes:    1 << 20,
-		LeaseFor:        30 * time.Second,
-		MaxRequests:     512,
-		MaxLeaseWaiters: 10_000,
-		RetainCompleted: 24 * time.Hour,
-		RetainCancelled: 7 * 24 * time.Hour,
-		RetainDiscarded: 7 * 24 * time.Hour,
+		Addr:              "127.0.0.1:8080",
+		DataDir:           "./drover-data",
+		LogLevel:          "info",
+		LogFormat:         "json",
+		ShutdownTimeout:   30 * time.Second,
+		MaxArgsBytes:      1 << 20,
+		LeaseFor:          30 * time.Second,
+		MaxRequests:       512,
+		MaxLeaseWaiters:   10_000,
+		ReadHeaderTimeout: 10 * time.Second,
+		RetainCompleted:   24 * time.Hour,
+		RetainCancelled:   7 * 24 * time.Hour,
+		RetainDiscarded:   7 * 24 * time.Hour,
 	}
 }
 
@@ -111,6 +128,10 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("retain-discarded", d.RetainDiscarded, "keep discarded jobs this long; 0 keeps them (DROVER_RETAIN_DISCARDED)")
 	fs.Int("max-requests", d.MaxRequests, "API requests in progress before the server answers 429 (DROVER_MAX_REQUESTS)")
 	fs.Int("max-lease-waiters", d.MaxLeaseWaiters, "lease calls (long polls) in progress before 429 (DROVER_MAX_LEASE_WAITERS)")
+	maxBytes, memLimit := d.MaxRequestBytes, d.MemoryLimit
+	fs.Var(&maxBytes, "max-request-bytes", "request bodies in progress before 429, as in 256MiB; default: memory-limit/32, or 256MiB (DROVER_MAX_REQUEST_BYTES)")
+	fs.Var(&memLimit, "memory-limit", "cap on the server's memory, as in 1GiB: Go's soft limit, and 429 rather than growth near it; default: none (DROVER_MEMORY_LIMIT)")
+	fs.Duration("read-header-timeout", d.ReadHeaderTimeout, "close connections that take longer to send a request's headers (DROVER_READ_HEADER_TIMEOUT)")
 	fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this HOST:PORT (DROVER_DEBUG_ADDR)")
 	fs.Bool("unsafe-no-sync", false, "do not fsync commits: acknowledged jobs may be lost on power failure (DROVER_UNSAFE_NO_SYNC)")
 }
@@ -175,6 +196,15 @@ func (c *Config) Validate() error {
 	if c.MaxRequests < 1 || c.MaxLeaseWaiters < 1 {
 		errs = append(errs, fmt.Errorf("max_requests and max_lease_waiters must be at least 1"))
 	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		errs = append(errs, fmt.Errorf("memory_limit %s: want 0 (no cap) or at least %s", c.MemoryLimit, ByteSize(MinMemoryLimit)))
+	}
+	if c.MaxRequestBytes < 0 || (c.MaxRequestBytes > 0 && c.MaxRequestBytes < 64<<10) {
+		errs = append(errs, fmt.Errorf("max_request_bytes %s: want 0 (the default) or at least 64KiB", c.MaxRequestBytes))
+	}
+	if c.ReadHeaderTimeout < 100*time.Millisecond || c.ReadHeaderTimeout > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("read_header_timeout %s: want 100ms to 10m", c.ReadHeaderTimeout))
+	}
 	if c.DebugAddr != "" {
 		if host, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
 			errs = append(errs, fmt.Errorf("debug_addr %q: %w", c.DebugAddr, err))
@@ -212,6 +242,28 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MinMemoryLimit is the smallest MemoryLimit accepted: below it the
+// server could not hold its own working set.
+const MinMemoryLimit = 64 << 20
+
+// RequestBytes returns the limit on request bodies in progress:
+// MaxRequestBytes when set, else a thirty-second of MemoryLimit, else
+// 256 MiB. It is never below 64 KiB. A thirty-second, because each byte
+// of a body in flight costs about ten bytes of memory while it is read,
+// decoded, validated, stored and echoed back in the response (measured
+// with large batch enqueues by e2e's TestOverloadOpenLoop), so bodies
+// take about a third of the limit, and the garbage collector and the rest
+// of the server need the remainder.
+func (c *Config) RequestBytes() int64 {
+	switch {
+	case c.MaxRequestBytes > 0:
+		return int64(c.MaxRequestBytes)
+	case c.MemoryLimit > 0:
+		return max(int64(c.MemoryLimit)/32, 64<<10)
+	}
+	return 256 << 20
 }
 
 // ErrExposed is wrapped by CheckExposure's error.

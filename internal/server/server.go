@@ -14,12 +14,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/grpcapi"
 	"github.com/droverhq/drover/internal/httpapi"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/maintenance"
@@ -41,8 +43,11 @@ type Server struct {
 	cluster *maintenance.Cluster
 	mux     *http.ServeMux
 	auth    *httpapi.Authenticator
-	met     *metrics
-	ready   atomic.Bool
+	// adm is the admission control that REST and gRPC share.
+	adm   *httpapi.Admission
+	grpc  *grpcapi.API
+	met   *metrics
+	ready atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -78,13 +83,14 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		Store:           st,
 		Limits:          job.Limits{MaxArgsBytes: cfg.MaxArgsBytes},
 		DefaultLeaseFor: cfg.LeaseFor,
+		PollInterval:    pollInterval(st),
 		Logger:          log,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux(), auth: httpapi.NewAuthenticator(st), met: newMetrics(eng)}
+	s := &Server{cfg: cfg, log: log, store: st, eng: eng, mux: http.NewServeMux(), auth: httpapi.NewAuthenticator(st), adm: httpapi.NewAdmission(admissionLimits(cfg)), met: newMetrics(eng)}
 	s.svcs = []*maintenance.Service{
 		maintenance.NewPromoter(eng, 0, log),
 		maintenance.NewLeaseRescuer(eng, 0, log),
@@ -103,7 +109,29 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	}
 	s.routes()
 	httpapi.New(s.mux, eng, httpapi.Options{MaxArgsBytes: cfg.MaxArgsBytes, Logger: log, Version: cfg.Version})
+	// gRPC, gRPC-Web and Connect on the same mux and port, behind the same
+	// tokens and admission control (applied by its own interceptor, so
+	// that refusals are gRPC errors).
+	s.grpc = grpcapi.New(eng, grpcapi.Options{Auth: s.auth.Authenticator, Admit: s.adm.Admit, MaxArgsBytes: cfg.MaxArgsBytes, Logger: log})
+	s.grpc.Mount(s.mux)
 	return s, nil
+}
+
+// embeddedPollInterval is how often a waiting lease call looks for jobs
+// on its own on the embedded store. Every change there happens in this
+// process and wakes waiting calls at once (a wake-up is never lost with a
+// waiter that gives up: it is passed on), so the look is only a safety
+// net, and a rare one: with ten thousand idle long polls, the engine's
+// default of one second costs ten thousand store calls a second through
+// the single writer. PostgreSQL keeps the default, for the notifications
+// from other nodes that a dropped connection can lose.
+const embeddedPollInterval = 10 * time.Second
+
+func pollInterval(st store.Store) time.Duration {
+	if _, ok := st.(*pgstore.Store); ok {
+		return 0 // the engine's default
+	}
+	return embeddedPollInterval
 }
 
 func openStore(cfg config.Config, log *slog.Logger) (store.Store, error) {
@@ -118,7 +146,7 @@ func openStore(cfg config.Config, log *slog.Logger) (store.Store, error) {
 		}
 		return st, nil
 	}
-	st, err := sqlitestore.Open(cfg.DataDir, sqlitestore.Options{NoSync: cfg.NoSync})
+	st, err := sqlitestore.Open(cfg.DataDir, sqlitestore.Options{NoSync: cfg.NoSync, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
@@ -131,7 +159,55 @@ func (s *Server) Engine() *engine.Engine { return s.eng }
 // Handler returns the server's HTTP handler: the routes behind the token
 // check and the admission limits.
 func (s *Server) Handler() http.Handler {
-	return s.met.instrument(httpapi.NewAdmission(s.cfg.MaxRequests, s.cfg.MaxLeaseWaiters).Wrap(s.auth.Wrap(capturePattern(s.mux))))
+	return s.met.instrument(s.adm.Wrap(s.auth.Wrap(capturePattern(s.mux))))
+}
+
+// Shares of Config.MemoryLimit: the Go runtime's soft limit, which leaves
+// room for the binary's own pages and memory the runtime does not count,
+// and the live heap past which admission refuses new requests, which
+// leaves the garbage collector room to work.
+const (
+	runtimeLimitEighths = 7
+	liveHeapEighths     = 5
+)
+
+// batchBodyBytes is the largest request body the API takes (a batch
+// enqueue): what a body of unknown length counts against the request
+// bytes in progress.
+const batchBodyBytes = 32 << 20
+
+func admissionLimits(cfg config.Config) httpapi.AdmissionLimits {
+	l := httpapi.AdmissionLimits{
+		MaxRequests:        cfg.MaxRequests,
+		MaxLeases:          cfg.MaxLeaseWaiters,
+		MaxBytes:           cfg.RequestBytes(),
+		UnknownLengthBytes: batchBodyBytes,
+	}
+	if cfg.MemoryLimit > 0 {
+		l.MaxLiveHeap = int64(cfg.MemoryLimit) / 8 * liveHeapEighths
+	}
+	return l
+}
+
+// serverProtocols are the protocols the API port speaks: HTTP/1.1 and
+// HTTP/2, with or without TLS.
+func serverProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+// http2Config bounds each HTTP/2 connection: how many calls (streams) it
+// may have open at once, and when an idle peer is pinged and dropped, so
+// that a vanished gRPC client does not hold its streams open.
+func http2Config() *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxConcurrentStreams: 250,
+		SendPingTimeout:      30 * time.Second,
+		PingTimeout:          15 * time.Second,
+	}
 }
 
 func (s *Server) routes() {
@@ -177,11 +253,21 @@ func (s *Server) Listen() (net.Listener, error) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// HTTP/2 without TLS (h2c) beside HTTP/1.1, for gRPC clients on a
+		// plaintext port; with TLS in front, HTTP/2 is negotiated as usual.
+		Protocols: serverProtocols(),
+		HTTP2:     http2Config(),
+	}
+	if s.cfg.MemoryLimit > 0 {
+		// The limit is the process's; give the previous one back when
+		// this server stops (tests run several servers in one process).
+		prev := debug.SetMemoryLimit(int64(s.cfg.MemoryLimit) / 8 * runtimeLimitEighths)
+		defer debug.SetMemoryLimit(prev)
 	}
 	for _, svc := range s.svcs {
 		if err := svc.Start(ctx); err != nil {
@@ -200,7 +286,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer dbg.Close()
 	}
 	go func() { errc <- hs.Serve(ln) }()
-	s.log.Info("drover serving", "addr", ln.Addr().String(), "store", s.storeName())
+	s.log.Info("drover serving", "addr", ln.Addr().String(), "store", s.storeName(),
+		"memory_limit", s.cfg.MemoryLimit.String(), "max_request_bytes", config.ByteSize(s.cfg.RequestBytes()).String())
 
 	var serveErr error
 	select {
@@ -208,6 +295,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 	}
 	s.ready.Store(false)
+	s.grpc.SetServing(false)
 	s.log.Info("drover stopping", "timeout", s.cfg.ShutdownTimeout.String())
 	// Waiting lease calls answer "no jobs" now rather than hold the stop
 	// up for as long as their wait (up to a minute).
