@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+
 	"github.com/droverhq/drover/internal/auth"
+	"github.com/droverhq/drover/internal/auth/authtest"
 	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/httpapi"
 	"github.com/droverhq/drover/internal/store"
@@ -75,87 +80,150 @@ func call(t *testing.T, method, url, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestEveryRouteAgainstEveryScope calls every /v1 route with every scope,
-// no token, a wrong secret and a revoked token, and checks who may call
-// what: 401 without a valid token, 403 with one that lacks the scope, and
-// otherwise an answer from the handler itself.
-func TestEveryRouteAgainstEveryScope(t *testing.T) {
+// restScopes is the scope each REST operation needs: the single table of
+// who may call what (docs/operations.md, "Scopes", says the same in
+// words). authtest.Public marks what needs no token. TestRESTScopeMatrix
+// fails when the served OpenAPI document has an operation this table
+// lacks, or the other way round.
+var restScopes = map[string]auth.Scope{
+	"POST /v1/jobs":                 auth.ScopeProducer,
+	"POST /v1/jobs/batch":           auth.ScopeProducer,
+	"GET /v1/jobs":                  auth.ScopeRead,
+	"GET /v1/jobs/{id}":             auth.ScopeRead,
+	"POST /v1/jobs/{id}/cancel":     auth.ScopeAdmin,
+	"POST /v1/jobs/{id}/retry":      auth.ScopeAdmin,
+	"DELETE /v1/jobs/{id}":          auth.ScopeAdmin,
+	"POST /v1/lease":                auth.ScopeWorker,
+	"POST /v1/jobs/{id}/heartbeat":  auth.ScopeWorker,
+	"POST /v1/jobs/{id}/complete":   auth.ScopeWorker,
+	"POST /v1/jobs/{id}/fail":       auth.ScopeWorker,
+	"POST /v1/jobs/{id}/snooze":     auth.ScopeWorker,
+	"GET /v1/queues":                auth.ScopeRead,
+	"POST /v1/queues/{name}/pause":  auth.ScopeAdmin,
+	"POST /v1/queues/{name}/resume": auth.ScopeAdmin,
+	"GET /v1/tokens":                auth.ScopeAdmin,
+	"POST /v1/tokens":               auth.ScopeAdmin,
+	"DELETE /v1/tokens/{id}":        auth.ScopeAdmin,
+	// Served beside the operations, outside the document.
+	"GET /openapi.json": authtest.Public,
+	"GET /openapi.yaml": authtest.Public,
+	"GET /docs":         authtest.Public,
+}
+
+// restOutsideDocument are the routes the REST face serves that its
+// OpenAPI document does not list.
+var restOutsideDocument = []string{"GET /openapi.json", "GET /openapi.yaml", "GET /docs"}
+
+// TestRESTScopeMatrix calls every REST operation that the served OpenAPI
+// document lists (and the routes served beside it) with every kind of
+// caller: no token, a malformed one, a wrong secret, an unknown id, a
+// revoked token, and a token of each scope. It checks 401 for every
+// caller without a valid token, 403 for a scope that does not allow the
+// call, and for every other caller an answer from the handler itself,
+// one that the document lists for the operation. The required scopes
+// come from restScopes alone, and a route missing there fails the test.
+//
+// Calls carry ids and names that match nothing and an empty JSON body,
+// so that an allowed call is answered (404 or 422) without changing
+// anything, and the same server serves every call.
+func TestRESTScopeMatrix(t *testing.T) {
 	t.Parallel()
-	base, st, tokens := authServer(t)
-	// A job to address, enqueued with the admin token.
-	if code, body := call(t, "POST", base+"/v1/jobs", tokens["admin"], `{"kind":"k"}`); code != 201 {
-		t.Fatalf("setup enqueue: %d %s", code, body)
-	}
-	routes := []struct {
-		method, path, body string
-		need               string
-	}{
-		{"POST", "/v1/jobs", `{"kind":"k"}`, "producer"},
-		{"POST", "/v1/jobs/batch", `{"jobs":[{"kind":"k"}]}`, "producer"},
-		{"GET", "/v1/jobs", "", "read"},
-		{"GET", "/v1/jobs/1", "", "read"},
-		{"POST", "/v1/jobs/1/cancel", "", "admin"},
-		{"POST", "/v1/jobs/1/retry", "", "admin"},
-		{"DELETE", "/v1/jobs/424242", "", "admin"},
-		{"POST", "/v1/lease", `{"queues":["none"]}`, "worker"},
-		{"POST", "/v1/jobs/1/heartbeat", `{"lease_token":"x"}`, "worker"},
-		{"POST", "/v1/jobs/1/complete", `{"lease_token":"x"}`, "worker"},
-		{"POST", "/v1/jobs/1/fail", `{"lease_token":"x","error":"e"}`, "worker"},
-		{"POST", "/v1/jobs/1/snooze", `{"lease_token":"x","delay":"1s"}`, "worker"},
-		{"GET", "/v1/queues", "", "read"},
-		{"POST", "/v1/queues/q/pause", "", "admin"},
-		{"POST", "/v1/queues/q/resume", "", "admin"},
-		{"GET", "/v1/tokens", "", "admin"},
-		{"POST", "/v1/tokens", `{"scope":"read"}`, "admin"},
-		{"DELETE", "/v1/tokens/424242", "", "admin"},
-	}
-	// The revoked token is a copy of admin's that we then revoke.
-	secret, hash, _ := auth.New()
-	rec, err := st.CreateToken(t.Context(), store.CreateTokenParams{Now: time.Now(), Name: "old", Scope: "admin", Hash: hash})
+	st, err := sqlitestore.Open(t.TempDir(), sqlitestore.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.RevokeToken(t.Context(), store.RevokeTokenParams{Now: time.Now(), ID: rec.ID}); err != nil {
+	t.Cleanup(func() { st.Close() })
+	creds := authtest.NewCredentials(t, st)
+	eng, err := engine.New(engine.Config{Store: st})
+	if err != nil {
 		t.Fatal(err)
 	}
-	revoked := auth.Format(rec.ID, secret)
-	id, _, _ := auth.Parse(tokens["admin"])
-	wrong := auth.Format(id, "not-the-secret")
+	mux := http.NewServeMux()
+	httpapi.New(mux, eng, httpapi.Options{})
+	srv := httptest.NewServer(httpapi.NewAuthenticator(st).Wrap(mux))
+	t.Cleanup(srv.Close)
 
-	for _, r := range routes {
-		for _, who := range []string{"admin", "producer", "worker", "read", "none", "wrong", "revoked", "garbage"} {
-			token := tokens[who]
-			switch who {
-			case "none":
-				token = ""
-			case "wrong":
-				token = wrong
-			case "revoked":
-				token = revoked
-			case "garbage":
-				token = "hunter2"
-			}
-			code, body := call(t, r.method, base+r.path, token, r.body)
-			var want string
-			switch {
-			case token == "" || who == "wrong" || who == "revoked" || who == "garbage":
-				want = "401"
-			case auth.Scope(who).Allows(auth.Scope(r.need)):
-				want = "handled"
-			default:
-				want = "403"
-			}
-			got := "handled"
-			if code == 401 || code == 403 {
-				got = map[int]string{401: "401", 403: "403"}[code]
-			}
-			if got != want {
-				t.Errorf("%s %s as %s: %d %s, want %s", r.method, r.path, who, code, body, want)
-			}
+	// The routes come from the document the server serves.
+	code, raw := call(t, "GET", srv.URL+"/openapi.json", "", "")
+	if code != 200 {
+		t.Fatalf("GET /openapi.json: %d", code)
+	}
+	doc, err := openapi3.NewLoader().LoadFromData([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var endpoints []authtest.Endpoint
+	for _, o := range operations(doc) {
+		endpoints = append(endpoints, restEndpoint(srv.URL, o.method, o.path, documented(o.op)))
+	}
+	if len(endpoints) < 15 {
+		t.Fatalf("the document lists %d operations; the v1 contract alone has 15", len(endpoints))
+	}
+	for _, route := range restOutsideDocument {
+		method, path, _ := strings.Cut(route, " ")
+		endpoints = append(endpoints, restEndpoint(srv.URL, method, path, nil))
+	}
+	n := authtest.Check(t, endpoints, restScopes, creds)
+	t.Logf("%d routes × %d callers: %d calls checked", len(endpoints), len(creds), n)
+}
+
+// documented returns the statuses an operation's document lists.
+func documented(op *openapi3.Operation) map[int]bool {
+	out := map[int]bool{}
+	for code := range op.Responses.Map() {
+		if n, err := strconv.Atoi(code); err == nil {
+			out[n] = true
 		}
 	}
-	if code, _ := call(t, "GET", base+"/v1/queues", "", ""); code != 401 {
-		t.Fatalf("no token: %d", code)
+	return out
+}
+
+// restEndpoint is the REST operation method path on the server at base.
+// Path parameters are filled with values that match nothing. When
+// statuses is not nil, an allowed call must answer one of them.
+func restEndpoint(base, method, path string, statuses map[int]bool) authtest.Endpoint {
+	target := strings.NewReplacer("{id}", "424242", "{name}", "authtest-nothing").Replace(path)
+	return authtest.Endpoint{
+		Name: method + " " + path,
+		Call: func(ctx context.Context, bearer string) (authtest.Outcome, string, error) {
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader("{}")
+			}
+			req, err := http.NewRequestWithContext(ctx, method, base+target, body)
+			if err != nil {
+				return "", "", err
+			}
+			if body != nil {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			if bearer != "" {
+				req.Header.Set("Authorization", "Bearer "+bearer)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return "", "", err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			answer := fmt.Sprintf("%d %s", resp.StatusCode, b)
+			switch resp.StatusCode {
+			case http.StatusUnauthorized:
+				if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") || !strings.Contains(string(b), `"code":"unauthorized"`) {
+					return "", "", fmt.Errorf("a 401 without the challenge or the code: %s %v", answer, resp.Header)
+				}
+				return authtest.Unauthenticated, answer, nil
+			case http.StatusForbidden:
+				if !strings.Contains(string(b), `"code":"forbidden"`) {
+					return "", "", fmt.Errorf("a 403 without the code: %s", answer)
+				}
+				return authtest.Forbidden, answer, nil
+			}
+			if statuses != nil && !statuses[resp.StatusCode] {
+				return "", "", fmt.Errorf("answered %s, a status the document does not list for it", answer)
+			}
+			return authtest.Allowed, answer, nil
+		},
 	}
 }
 

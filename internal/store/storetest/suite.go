@@ -34,6 +34,7 @@ func Run(t *testing.T, f Factory) {
 		{"LeaseConcurrentNoDoubleLease", testLeaseConcurrent},
 		{"HeartbeatExtendsLease", testHeartbeat},
 		{"CompleteAndIdempotentRepeat", testComplete},
+		{"CompleteRepeatAfterLeaseEnd", testCompleteRepeatLate},
 		{"CompleteManyMixedResults", testCompleteMany},
 		{"StaleTokenRefusedAfterRelease", testStaleToken},
 		{"FailRetryableWithBackoff", testFailRetryable},
@@ -469,6 +470,58 @@ func testFailFlags(t *testing.T, b *bundle) {
 	wantState(t, j, job.StateCancelled)
 	if len(j.Errors) != 1 || j.FinalizedAt == nil {
 		t.Fatalf("cancelled by worker: %+v", j)
+	}
+}
+
+// testCompleteRepeatLate repeats completes whose first answer was lost
+// long after their lease would have ended and after the rescuer ran, as
+// a worker retrying with backoff does: one alone (with output) and two
+// together (without, the batched path). Each repeat returns the first
+// result, and nothing is completed twice.
+func testCompleteRepeatLate(t *testing.T, b *bundle) {
+	b.insert(spec("k"), spec("k"), spec("k"))
+	leased := b.lease(T0, 3)
+	if len(leased) != 3 {
+		t.Fatalf("leased %d jobs, want 3", len(leased))
+	}
+	done := T0.Add(time.Second)
+	first, err := b.complete(done, leased[0].ID, leased[0].LeaseToken, `{"n":1}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := []store.CompleteJob{{ID: leased[1].ID, LeaseToken: leased[1].LeaseToken}, {ID: leased[2].ID, LeaseToken: leased[2].LeaseToken}}
+	res, err := b.s.Complete(b.ctx, store.CompleteParams{Now: done, Jobs: pair})
+	if err != nil || res[0].Err != nil || res[1].Err != nil {
+		t.Fatalf("Complete of two: %+v, %v", res, err)
+	}
+
+	late := T0.Add(2 * time.Hour) // far past the 30s leases
+	if rescued, err := b.s.Rescue(b.ctx, store.RescueParams{Now: late, Limit: 10}); err != nil || len(rescued) != 0 {
+		t.Fatalf("Rescue = %v, %v; want nothing: completed jobs hold no lease", ids(rescued), err)
+	}
+	again, err := b.complete(late, leased[0].ID, leased[0].LeaseToken, `{"n":1}`)
+	if err != nil {
+		t.Fatalf("a late repeat of a complete with its token: %v", err)
+	}
+	if again.State != job.StateCompleted || again.Attempt != 1 || !again.FinalizedAt.Equal(*first.FinalizedAt) || string(again.Output) != `{"n":1}` {
+		t.Fatalf("a late repeat returned %+v, want the first result %+v", again, first)
+	}
+	res, err = b.s.Complete(b.ctx, store.CompleteParams{Now: late, Jobs: pair})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil || r.Job.State != job.StateCompleted || !r.Job.FinalizedAt.Equal(done) {
+			t.Fatalf("a late repeat of the pair, job %d: %+v, %v; want completed at %v", i, r.Job, r.Err, done)
+		}
+	}
+	for _, l := range leased {
+		if g := b.get(l.ID); g.State != job.StateCompleted || g.Attempt != 1 || len(g.Errors) != 0 || !g.FinalizedAt.Equal(done) {
+			t.Fatalf("job %d after the late repeats: %+v", l.ID, g)
+		}
+	}
+	if c := b.counts(job.DefaultQueue); c[job.StateCompleted] != 3 || c[job.StateRunning] != 0 {
+		t.Fatalf("counts %v, want 3 completed", c)
 	}
 }
 
