@@ -63,7 +63,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 				}
 			}
 			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
+				f, err := os.Create(cpuProfile) //nolint:gosec // G304: the operator names the profile file on the command line
 				if err != nil {
 					return err
 				}
