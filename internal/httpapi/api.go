@@ -7,6 +7,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -130,11 +131,17 @@ func unmarshalJSON(data []byte, v any) error {
 func (a *API) OpenAPI() *huma.OpenAPI { return a.api.OpenAPI() }
 
 // fail turns an engine error into the response error, logging internal
-// ones in full.
+// ones in full. A call that ended because its client went away (a worker
+// that stops its long poll, say) is routine, not an error of the server,
+// so it is logged at debug level.
 func (a *API) fail(ctx context.Context, op string, err error) error {
 	p := problemOf(err)
 	if p.Code == "internal" {
-		a.log.ErrorContext(ctx, "request failed", "operation", op, "err", err)
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			a.log.DebugContext(ctx, "request ended by its client", "operation", op, "err", err)
+		} else {
+			a.log.ErrorContext(ctx, "request failed", "operation", op, "err", err)
+		}
 	}
 	return p
 }
