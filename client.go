@@ -13,6 +13,7 @@ import (
 	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/maintenance"
+	"github.com/droverhq/drover/internal/remote"
 	"github.com/droverhq/drover/internal/store"
 )
 
@@ -68,7 +69,11 @@ type Retention struct {
 // Client inserts jobs and, when configured with queues, works them. It is
 // safe for concurrent use.
 type Client struct {
-	st  *Store
+	st *Store
+	// api serves inserts and job calls: the engine in this process, or
+	// the remote server (see OpenRemote).
+	api jobsAPI
+	// eng is the engine on a local store; nil on a remote one.
 	eng *engine.Engine
 	cfg Config
 	log *slog.Logger
@@ -82,20 +87,51 @@ type Client struct {
 	fetchers  sync.WaitGroup
 	running   sync.WaitGroup
 	inflight  map[job.ID]*execution
-	complete  chan engine.Completion // never closed: a late worker may still send
-	compStop  chan struct{}
-	compDone  chan struct{}
-	services  []*maintenance.Service
-	hbDone    chan struct{}
-	hbStop    chan struct{}
+	sessions  []*remote.Session // Work streams on a remote store
+	// noMoreRuns is set once Stop has stopped fetching: a job pushed by
+	// a remote server after that is handed back, not run.
+	noMoreRuns bool
+	complete   chan completion // never closed: a late worker may still send
+	compStop   chan struct{}
+	compDone   chan struct{}
+	services   []*maintenance.Service
+	hbDone     chan struct{}
+	hbStop     chan struct{}
 }
 
 // execution is one running attempt.
 type execution struct {
-	row      *job.Job
-	cancel   context.CancelCauseFunc
-	expires  time.Time
+	row    *job.Job
+	via    settler
+	cancel context.CancelCauseFunc
+	// renewed is when the lease was last granted or extended, on this
+	// process's clock: heartbeats are scheduled from it, so that a
+	// remote server's clock does not matter.
+	renewed  time.Time
 	gaveBack bool
+}
+
+// jobsAPI is what Insert, Get, Cancel and Retry call; *engine.Engine and
+// *remote.Conn both serve it.
+type jobsAPI interface {
+	Enqueue(ctx context.Context, specs ...job.Spec) ([]store.InsertResult, error)
+	Get(ctx context.Context, id job.ID) (*job.Job, error)
+	Cancel(ctx context.Context, id job.ID) (*job.Job, error)
+	Retry(ctx context.Context, id job.ID) (*job.Job, error)
+}
+
+// settler settles a leased job: the engine in this process, or the Work
+// session of the job's queue on a remote server.
+type settler interface {
+	Heartbeat(ctx context.Context, id job.ID, token string, leaseFor time.Duration) (*job.Job, error)
+	Fail(ctx context.Context, f engine.Failure) (*job.Job, error)
+	Snooze(ctx context.Context, id job.ID, token string, delay time.Duration) (*job.Job, error)
+}
+
+// completion is one finished attempt waiting to be completed in a batch.
+type completion struct {
+	engine.Completion
+	via settler
 }
 
 // NewClient returns a client over st.
@@ -104,8 +140,14 @@ func NewClient(st *Store, cfg *Config) (*Client, error) {
 		return nil, errors.New("drover: NewClient: store is nil")
 	}
 	c := &Client{st: st, eng: st.eng, inflight: map[job.ID]*execution{}}
+	c.api = st.eng
 	if cfg != nil {
 		c.cfg = *cfg
+	}
+	if st.remote != nil {
+		// The server runs maintenance for its store.
+		c.api = st.remote
+		c.cfg.NoMaintenance = true
 	}
 	if c.cfg.JobTimeout == 0 {
 		c.cfg.JobTimeout = DefaultJobTimeout
@@ -155,7 +197,7 @@ func (c *Client) InsertMany(ctx context.Context, params []InsertManyParams) ([]*
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.eng.Enqueue(ctx, specs...)
+	res, err := c.api.Enqueue(ctx, specs...)
 	if err != nil {
 		return nil, err
 	}
@@ -196,18 +238,18 @@ func insertResults(res []store.InsertResult) []*InsertResult {
 }
 
 // Get returns one job with its error history.
-func (c *Client) Get(ctx context.Context, id JobID) (*JobRow, error) { return c.eng.Get(ctx, id) }
+func (c *Client) Get(ctx context.Context, id JobID) (*JobRow, error) { return c.api.Get(ctx, id) }
 
 // Cancel cancels a job that has not finished. A running job's lease is
 // revoked: its worker's context is cancelled at its next heartbeat and its
 // result is refused.
 func (c *Client) Cancel(ctx context.Context, id JobID) (*JobRow, error) {
-	return c.eng.Cancel(ctx, id)
+	return c.api.Cancel(ctx, id)
 }
 
 // Retry makes a scheduled, retryable or finished job available now.
 func (c *Client) Retry(ctx context.Context, id JobID) (*JobRow, error) {
-	return c.eng.Retry(ctx, id)
+	return c.api.Retry(ctx, id)
 }
 
 // Start starts working the configured queues and, unless NoMaintenance is
@@ -256,7 +298,7 @@ func (c *Client) Start(ctx context.Context) error {
 	for _, qc := range c.cfg.Queues {
 		total += workersOf(qc)
 	}
-	c.complete = make(chan engine.Completion, total)
+	c.complete = make(chan completion, total)
 	c.compStop, c.compDone = make(chan struct{}), make(chan struct{})
 	var comps sync.WaitGroup
 	for range completers {
@@ -267,6 +309,12 @@ func (c *Client) Start(ctx context.Context) error {
 	c.hbStop, c.hbDone = make(chan struct{}), make(chan struct{})
 	go c.heartbeater() //nolint:gosec // G118: workers outlive Start's ctx by design; Stop ends them
 	for q, qc := range c.cfg.Queues {
+		if c.st.remote != nil {
+			if err := c.startRemote(q, workersOf(qc)); err != nil {
+				return err
+			}
+			continue
+		}
 		c.fetchers.Add(1)
 		go c.fetch(q, workersOf(qc))
 	}
@@ -299,6 +347,9 @@ func (c *Client) Stop(ctx context.Context) error {
 	if c.stopFetch != nil {
 		c.stopFetch()
 		c.fetchers.Wait()
+		c.mu.Lock()
+		c.noMoreRuns = true
+		c.mu.Unlock()
 		drained := make(chan struct{})
 		go func() { c.running.Wait(); close(drained) }()
 		select {
@@ -321,6 +372,7 @@ func (c *Client) Stop(ctx context.Context) error {
 		close(c.compStop)
 		<-c.compDone
 	}
+	c.closeSessions()
 	if c.st.cluster != nil && len(c.services) > 0 {
 		c.st.cluster.Detach(c.services...)
 	}
@@ -342,16 +394,16 @@ func (c *Client) giveBack() {
 	c.mu.Unlock()
 	c.stopWork()
 	for _, e := range execs {
-		c.release(e.row)
+		c.release(e.via, e.row)
 	}
 }
 
 // release gives a lease back: the job is available again at once and the
 // attempt does not count.
-func (c *Client) release(row *job.Job) {
+func (c *Client) release(via settler, row *job.Job) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.eng.Snooze(ctx, row.ID, row.LeaseToken, 0); err != nil && !errors.Is(err, job.ErrLeaseLost) {
+	if _, err := via.Snooze(ctx, row.ID, row.LeaseToken, 0); err != nil && !errors.Is(err, job.ErrLeaseLost) {
 		c.log.Warn("give back lease", "job_id", row.ID, "err", err)
 	}
 }
@@ -392,7 +444,7 @@ func (c *Client) fetch(queue string, slots int) {
 			go func() {
 				defer c.running.Done()
 				defer func() { <-sem }()
-				c.execute(j)
+				c.execute(c.eng, j)
 			}()
 		}
 	}
@@ -433,8 +485,9 @@ func (c *Client) gatherSlots(sem chan struct{}, max int) int {
 	return n
 }
 
-// execute runs one attempt and settles it.
-func (c *Client) execute(row *job.Job) {
+// execute runs one attempt and settles it via the engine or the remote
+// session that leased it.
+func (c *Client) execute(via settler, row *job.Job) {
 	entry := c.cfg.Workers.byKind[row.Kind]
 	timeout := c.cfg.JobTimeout
 	if entry != nil && entry.opts.Timeout != 0 {
@@ -445,7 +498,7 @@ func (c *Client) execute(row *job.Job) {
 	}
 	ctx, cancel := context.WithCancelCause(context.WithValue(c.workCtx, jobCtxKey{}, row))
 	defer cancel(nil)
-	exec := &execution{row: row, cancel: cancel, expires: *row.LeaseExpiresAt}
+	exec := &execution{row: row, via: via, cancel: cancel, renewed: time.Now()}
 	c.mu.Lock()
 	c.inflight[row.ID] = exec
 	c.mu.Unlock()
@@ -481,10 +534,10 @@ func (c *Client) execute(row *job.Job) {
 		return
 	}
 	if err == nil {
-		c.complete <- engine.Completion{ID: row.ID, LeaseToken: row.LeaseToken}
+		c.complete <- completion{Completion: engine.Completion{ID: row.ID, LeaseToken: row.LeaseToken}, via: via}
 		return
 	}
-	c.settleError(row, entry, err)
+	c.settleError(via, row, entry, err)
 }
 
 // runWorker calls the worker, turning a panic into a *PanicError.
@@ -498,12 +551,12 @@ func runWorker(ctx context.Context, entry *workerEntry, row *job.Job) (err error
 }
 
 // settleError records a failed, snoozed, cancelled or discarded attempt.
-func (c *Client) settleError(row *job.Job, entry *workerEntry, err error) {
+func (c *Client) settleError(via settler, row *job.Job, entry *workerEntry, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	snooze, cancelE, discard, retry := asControl(err)
 	if snooze != nil {
-		if _, serr := c.eng.Snooze(ctx, row.ID, row.LeaseToken, snooze.delay); serr != nil {
+		if _, serr := via.Snooze(ctx, row.ID, row.LeaseToken, snooze.delay); serr != nil {
 			c.log.Error("snooze job", "job_id", row.ID, "err", serr)
 		}
 		return
@@ -522,9 +575,12 @@ func (c *Client) settleError(row *job.Job, entry *workerEntry, err error) {
 		d := retry.delay
 		f.RetryIn = &d
 	case entry != nil && entry.opts.Backoff != nil:
-		f.Backoff = func(j *job.Job) time.Duration { return entry.opts.Backoff(j.Attempt) }
+		// Decided here, so that it travels to a remote server too; the
+		// server still discards a job with no attempts left.
+		d := entry.opts.Backoff(row.Attempt)
+		f.RetryIn = &d
 	}
-	j, ferr := c.eng.Fail(ctx, f)
+	j, ferr := via.Fail(ctx, f)
 	if ferr != nil {
 		c.log.Error("record job failure", "job_id", row.ID, "err", ferr)
 		return
@@ -539,7 +595,7 @@ func (c *Client) settleError(row *job.Job, entry *workerEntry, err error) {
 const completers = 2
 
 func (c *Client) completer() {
-	batch := make([]engine.Completion, 0, 1024)
+	batch := make([]completion, 0, 1024)
 	for {
 		stopping := false
 		select {
@@ -567,26 +623,89 @@ func (c *Client) completer() {
 	}
 }
 
-func (c *Client) flush(batch []engine.Completion) {
+// flush completes a batch, in one store call per engine or session.
+func (c *Client) flush(batch []completion) {
+	if len(batch) > 0 && allVia(batch, batch[0].via) {
+		c.flushVia(batch[0].via, completionsOf(batch))
+		return
+	}
+	groups := map[settler][]engine.Completion{}
+	for _, x := range batch {
+		groups[x.via] = append(groups[x.via], x.Completion)
+	}
+	for via, cs := range groups {
+		c.flushVia(via, cs)
+	}
+}
+
+func allVia(batch []completion, via settler) bool {
+	for _, x := range batch {
+		if x.via != via {
+			return false
+		}
+	}
+	return true
+}
+
+func completionsOf(batch []completion) []engine.Completion {
+	cs := make([]engine.Completion, len(batch))
+	for i, x := range batch {
+		cs[i] = x.Completion
+	}
+	return cs
+}
+
+// flushVia completes cs, trying again those whose answer did not come
+// (a store or server that is unavailable for a moment).
+func (c *Client) flushVia(via settler, cs []engine.Completion) {
 	for try := 0; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		res, err := c.eng.CompleteMany(ctx, batch)
+		errs, err := completeVia(ctx, via, cs)
 		cancel()
 		if err == nil {
-			for i, r := range res {
-				if r.Err != nil {
-					c.log.Warn("complete job refused", "job_id", batch[i].ID, "err", r.Err)
+			var again []engine.Completion
+			for i, e := range errs {
+				switch {
+				case e == nil:
+				case errors.Is(e, job.ErrUnavailable), errors.Is(e, context.DeadlineExceeded):
+					again = append(again, cs[i])
+					err = e
+				default:
+					c.log.Warn("complete job refused", "job_id", cs[i].ID, "err", e)
 				}
 			}
-			return
+			if len(again) == 0 {
+				return
+			}
+			cs = again
 		}
 		if try == 4 {
 			// The jobs stay running and are re-delivered when their
 			// leases expire: at-least-once, never lost.
-			c.log.Error("complete jobs; giving up, they will be re-delivered", "count", len(batch), "err", err)
+			c.log.Error("complete jobs; giving up, they will be re-delivered", "count", len(cs), "err", err)
 			return
 		}
 		time.Sleep(time.Duration(100<<try) * time.Millisecond)
+	}
+}
+
+// completeVia completes cs in one call and returns each one's error.
+func completeVia(ctx context.Context, via settler, cs []engine.Completion) ([]error, error) {
+	switch v := via.(type) {
+	case *remote.Session:
+		return v.Complete(ctx, cs), nil
+	case *engine.Engine:
+		res, err := v.CompleteMany(ctx, cs)
+		if err != nil {
+			return nil, err
+		}
+		errs := make([]error, len(res))
+		for i, r := range res {
+			errs[i] = r.Err
+		}
+		return errs, nil
+	default:
+		return nil, fmt.Errorf("drover: no way to complete via %T", via)
 	}
 }
 
@@ -603,24 +722,24 @@ func (c *Client) heartbeater() {
 			return
 		case <-t.C:
 		}
-		now := c.eng.Now()
+		now := time.Now()
 		c.mu.Lock()
 		var due []*execution
 		for _, e := range c.inflight {
 			// Renew once a third of the lease has passed.
-			if e.expires.Sub(now) < c.cfg.LeaseFor/3*2 && !e.gaveBack {
+			if now.Sub(e.renewed) >= c.cfg.LeaseFor/3 && !e.gaveBack {
 				due = append(due, e)
 			}
 		}
 		c.mu.Unlock()
 		for _, e := range due {
 			ctx, cancel := context.WithTimeout(context.Background(), every)
-			j, err := c.eng.Heartbeat(ctx, e.row.ID, e.row.LeaseToken, c.cfg.LeaseFor)
+			_, err := e.via.Heartbeat(ctx, e.row.ID, e.row.LeaseToken, c.cfg.LeaseFor)
 			cancel()
 			switch {
 			case err == nil:
 				c.mu.Lock()
-				e.expires = *j.LeaseExpiresAt
+				e.renewed = now
 				c.mu.Unlock()
 			case errors.Is(err, job.ErrLeaseLost), errors.Is(err, job.ErrNotFound):
 				e.cancel(fmt.Errorf("job %d: %w", e.row.ID, job.ErrLeaseLost))

@@ -60,7 +60,12 @@ func openStore(t *testing.T) *drover.Store {
 // queues in cfg it works the default queue.
 func newClient(t *testing.T, workers *drover.Workers, cfg drover.Config) *drover.Client {
 	t.Helper()
-	st := openStore(t)
+	return newClientOn(t, openStore(t), workers, cfg)
+}
+
+// newClientOn is newClient over st.
+func newClientOn(t *testing.T, st *drover.Store, workers *drover.Workers, cfg drover.Config) *drover.Client {
+	t.Helper()
 	cfg.Workers = workers
 	if workers != nil && cfg.Queues == nil {
 		cfg.Queues = map[string]drover.QueueConfig{"default": {MaxWorkers: 10}}
@@ -78,7 +83,13 @@ func newClient(t *testing.T, workers *drover.Workers, cfg drover.Config) *drover
 // startClient is newClient, started and stopped when the test ends.
 func startClient(t *testing.T, workers *drover.Workers, cfg drover.Config) *drover.Client {
 	t.Helper()
-	c := newClient(t, workers, cfg)
+	return startClientOn(t, openStore(t), workers, cfg)
+}
+
+// startClientOn is startClient over st.
+func startClientOn(t *testing.T, st *drover.Store, workers *drover.Workers, cfg drover.Config) *drover.Client {
+	t.Helper()
+	c := newClientOn(t, st, workers, cfg)
 	if err := c.Start(t.Context()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/remote"
 )
 
 // Errors that callers branch on with errors.Is.
@@ -23,8 +24,15 @@ var (
 	// ErrTooLarge: a value is over its size limit.
 	ErrTooLarge = job.ErrTooLarge
 	// ErrUnavailable: the store cannot serve requests (closed, or it must
-	// be reopened after a failed durable write).
+	// be reopened after a failed durable write), or a remote server does
+	// not answer.
 	ErrUnavailable = job.ErrUnavailable
+	// ErrUnauthorized: a remote server wants a valid bearer token (see
+	// RemoteOptions.Token).
+	ErrUnauthorized = remote.ErrUnauthorized
+	// ErrForbidden: the remote server refused the call for the token's
+	// scope.
+	ErrForbidden = remote.ErrForbidden
 )
 
 // ValidationError names the field of a bad input and the rule it breaks.

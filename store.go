@@ -6,13 +6,16 @@ import (
 	"github.com/droverhq/drover/internal/engine"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/maintenance"
+	"github.com/droverhq/drover/internal/remote"
 	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/pgstore"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
 // Store is where jobs live: the embedded store in a data directory (see
-// OpenEmbedded), or PostgreSQL for many nodes (see OpenPostgres). Every Client on one Store
+// OpenEmbedded), PostgreSQL for many nodes (see OpenPostgres), or a
+// Drover server reached over gRPC (see OpenRemote); Open picks one from a
+// single setting. Every Client on one Store
 // shares it, and one Store may serve many Clients. Close it after the last
 // Client has stopped.
 type Store struct {
@@ -21,6 +24,9 @@ type Store struct {
 	// pg and cluster are set on PostgreSQL (see OpenPostgres).
 	pg      *pgstore.Store
 	cluster *maintenance.Cluster
+	// remote is set on a remote server (see OpenRemote); s and eng are
+	// then nil.
+	remote *remote.Conn
 }
 
 // EmbeddedOptions tune OpenEmbedded. The zero value is the durable
@@ -64,6 +70,10 @@ var ErrDataDirLocked = sqlitestore.ErrLocked
 // Close closes the store. Stop every Client that uses it first. On
 // PostgreSQL it first hands the maintenance lead to another node.
 func (s *Store) Close() error {
+	if s.remote != nil {
+		s.remote.Close()
+		return nil
+	}
 	s.closeCluster()
 	return s.s.Close()
 }

@@ -23,6 +23,10 @@ func workers(f func(ctx context.Context, j *drover.Job[testArgs]) error, opts dr
 
 func TestWorkerGetsTypedArgs(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testWorkerGetsTypedArgs)
+}
+
+func testWorkerGetsTypedArgs(t *testing.T, ls libStore) {
 	type seen struct {
 		args    testArgs
 		row     drover.JobRow
@@ -30,7 +34,7 @@ func TestWorkerGetsTypedArgs(t *testing.T) {
 		fromCtx bool
 	}
 	ch := make(chan seen, 1)
-	c := startClient(t, workers(func(ctx context.Context, j *drover.Job[testArgs]) error {
+	c := ls.startClient(t, workers(func(ctx context.Context, j *drover.Job[testArgs]) error {
 		row, ok := drover.JobFromContext(ctx)
 		ch <- seen{args: j.Args, row: *j.JobRow, ctxRow: row, fromCtx: ok}
 		return nil
@@ -65,10 +69,14 @@ func TestWorkerGetsTypedArgs(t *testing.T) {
 
 func TestWorkerOutcomes(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testWorkerOutcomes)
+}
+
+func testWorkerOutcomes(t *testing.T, ls libStore) {
 
 	t.Run("error retries with backoff", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			return errors.New("smtp: connection refused")
 		}, drover.WorkerOpts{}), drover.Config{})
 		before := time.Now()
@@ -86,7 +94,7 @@ func TestWorkerOutcomes(t *testing.T) {
 		t.Parallel()
 		var attempts []int
 		var mu sync.Mutex
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			return errors.New("boom")
 		}, drover.WorkerOpts{Backoff: func(attempt int) time.Duration {
 			mu.Lock()
@@ -108,7 +116,7 @@ func TestWorkerOutcomes(t *testing.T) {
 
 	t.Run("panic", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			panic("kaboom")
 		}, drover.WorkerOpts{}), drover.Config{})
 		j := waitState(t, c, insert(t, c, testArgs{}, nil).ID, drover.JobStateRetryable)
@@ -122,7 +130,7 @@ func TestWorkerOutcomes(t *testing.T) {
 
 	t.Run("snooze", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			return drover.Snooze(time.Hour)
 		}, drover.WorkerOpts{}), drover.Config{})
 		before := time.Now()
@@ -137,7 +145,7 @@ func TestWorkerOutcomes(t *testing.T) {
 
 	t.Run("cancel", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			return drover.Cancel(errors.New("account closed"))
 		}, drover.WorkerOpts{}), drover.Config{})
 		j := waitState(t, c, insert(t, c, testArgs{}, nil).ID, drover.JobStateCancelled)
@@ -148,7 +156,7 @@ func TestWorkerOutcomes(t *testing.T) {
 
 	t.Run("discard", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			return drover.Discard(errors.New("bad input"))
 		}, drover.WorkerOpts{}), drover.Config{})
 		j := waitState(t, c, insert(t, c, testArgs{}, nil).ID, drover.JobStateDiscarded)
@@ -159,7 +167,7 @@ func TestWorkerOutcomes(t *testing.T) {
 
 	t.Run("retry in zero runs again at once", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(_ context.Context, j *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(_ context.Context, j *drover.Job[testArgs]) error {
 			if j.Attempt == 1 {
 				return drover.RetryIn(errors.New("not yet"), 0)
 			}
@@ -175,7 +183,7 @@ func TestWorkerOutcomes(t *testing.T) {
 
 	t.Run("args that do not decode are discarded", func(t *testing.T) {
 		t.Parallel()
-		c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error {
 			t.Error("worker called with args that do not decode")
 			return nil
 		}, drover.WorkerOpts{}), drover.Config{})
@@ -196,6 +204,10 @@ func (wrongShapeArgs) Kind() string { return "test.work" }
 
 func TestWorkerTimeout(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testWorkerTimeout)
+}
+
+func testWorkerTimeout(t *testing.T, ls libStore) {
 	blockUntilDone := func(ctx context.Context, _ *drover.Job[testArgs]) error {
 		<-ctx.Done()
 		return ctx.Err()
@@ -214,7 +226,7 @@ func TestWorkerTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := startClient(t, workers(blockUntilDone, tc.worker), tc.cfg)
+			c := ls.startClient(t, workers(blockUntilDone, tc.worker), tc.cfg)
 			j := waitState(t, c, insert(t, c, testArgs{}, tc.insert).ID, drover.JobStateRetryable)
 			if len(j.Errors) != 1 || !strings.Contains(j.Errors[0].Message, tc.want) {
 				t.Fatalf("errors %+v, want one containing %q", j.Errors, tc.want)
@@ -225,7 +237,11 @@ func TestWorkerTimeout(t *testing.T) {
 
 func TestNoWorkerForKind(t *testing.T) {
 	t.Parallel()
-	c := startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error { return nil }, drover.WorkerOpts{}), drover.Config{})
+	onEachStore(t, testNoWorkerForKind)
+}
+
+func testNoWorkerForKind(t *testing.T, ls libStore) {
+	c := ls.startClient(t, workers(func(context.Context, *drover.Job[testArgs]) error { return nil }, drover.WorkerOpts{}), drover.Config{})
 	j := waitState(t, c, insert(t, c, otherArgs{N: 1}, nil).ID, drover.JobStateRetryable)
 	if j.Attempt != 1 || len(j.Errors) != 1 || !strings.Contains(j.Errors[0].Message, `"test.other"`) {
 		t.Fatalf("attempt %d, errors %+v; want one failure naming the kind \"test.other\"", j.Attempt, j.Errors)
@@ -237,8 +253,12 @@ func TestNoWorkerForKind(t *testing.T) {
 // rescued and run again.
 func TestHeartbeatsKeepLongJobsAlive(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testHeartbeatsKeepLongJobsAlive)
+}
+
+func testHeartbeatsKeepLongJobsAlive(t *testing.T, ls libStore) {
 	var interrupted atomic.Bool
-	c := startClient(t, workers(func(ctx context.Context, _ *drover.Job[testArgs]) error {
+	c := ls.startClient(t, workers(func(ctx context.Context, _ *drover.Job[testArgs]) error {
 		select {
 		case <-time.After(3 * time.Second): // the work
 			return nil
@@ -259,9 +279,13 @@ func TestHeartbeatsKeepLongJobsAlive(t *testing.T) {
 
 func TestOperatorCancelStopsWorker(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testOperatorCancelStopsWorker)
+}
+
+func testOperatorCancelStopsWorker(t *testing.T, ls libStore) {
 	started := make(chan drover.JobID, 1)
 	causes := make(chan error, 1)
-	c := startClient(t, workers(func(ctx context.Context, j *drover.Job[testArgs]) error {
+	c := ls.startClient(t, workers(func(ctx context.Context, j *drover.Job[testArgs]) error {
 		started <- j.ID
 		<-ctx.Done()
 		causes <- context.Cause(ctx)
@@ -289,11 +313,15 @@ func TestOperatorCancelStopsWorker(t *testing.T) {
 
 func TestStop(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testStop)
+}
+
+func testStop(t *testing.T, ls libStore) {
 
 	t.Run("a job that finishes in time completes", func(t *testing.T) {
 		t.Parallel()
 		started := make(chan struct{}, 1)
-		c := startClient(t, workers(func(ctx context.Context, _ *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(ctx context.Context, _ *drover.Job[testArgs]) error {
 			started <- struct{}{}
 			<-time.After(300 * time.Millisecond) // the work, which ignores ctx
 			return nil
@@ -318,7 +346,7 @@ func TestStop(t *testing.T) {
 		t.Parallel()
 		started := make(chan struct{}, 1)
 		returned := make(chan error, 1)
-		c := startClient(t, workers(func(ctx context.Context, _ *drover.Job[testArgs]) error {
+		c := ls.startClient(t, workers(func(ctx context.Context, _ *drover.Job[testArgs]) error {
 			started <- struct{}{}
 			<-ctx.Done()
 			returned <- ctx.Err()
@@ -346,6 +374,10 @@ func TestStop(t *testing.T) {
 
 func TestQueueConcurrencyLimit(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, testQueueConcurrencyLimit)
+}
+
+func testQueueConcurrencyLimit(t *testing.T, ls libStore) {
 	const limit, jobs = 3, 20
 	var (
 		mu      sync.Mutex
@@ -395,7 +427,7 @@ func TestQueueConcurrencyLimit(t *testing.T) {
 			return ctx.Err()
 		}
 	}))
-	c := startClient(t, ws, drover.Config{Queues: map[string]drover.QueueConfig{"limited": {MaxWorkers: limit}}})
+	c := ls.startClient(t, ws, drover.Config{Queues: map[string]drover.QueueConfig{"limited": {MaxWorkers: limit}}})
 	params := make([]drover.InsertManyParams, jobs)
 	for i := range params {
 		params[i] = drover.InsertManyParams{Args: testArgs{Inner: innerArgs{N: i}}, Opts: &drover.InsertOpts{Queue: "limited"}}

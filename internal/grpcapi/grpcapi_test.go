@@ -498,3 +498,43 @@ func TestWorkStreamMustStart(t *testing.T) {
 	stream.CloseRequest()  //nolint:errcheck // the stream is over
 	stream.CloseResponse() //nolint:errcheck // the stream is over
 }
+
+// TestWorkStreamDrain drains a stream that holds unspent credits and has
+// a lease waiting: the server answers drained, pushes nothing after it
+// even when jobs arrive, and settles still go through.
+func TestWorkStreamDrain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, engine.Config{})
+	if _, err := h.eng.Enqueue(t.Context(), job.Spec{Kind: "k", Queue: "dr"}); err != nil {
+		t.Fatal(err)
+	}
+	w := openWork(t, h, "dr")
+	w.credit(5)
+	held := w.jobs(1)[0]
+	// Four credits are left, and a lease waits for jobs.
+	w.send(0, &droverv1.WorkRequest{Message: &droverv1.WorkRequest_Drain{Drain: &droverv1.WorkDrain{}}})
+	if m := w.recv(); m.GetDrained() == nil {
+		t.Fatalf("after drain: %v, want drained", m)
+	}
+	if _, err := h.eng.Enqueue(t.Context(), job.Spec{Kind: "k", Queue: "dr"}); err != nil {
+		t.Fatal(err)
+	}
+	w.credit(3) // ignored once drained
+	w.send(7, &droverv1.WorkRequest{Message: &droverv1.WorkRequest_Fail{Fail: &droverv1.FailRequest{
+		Id: held.GetId(), LeaseToken: held.GetLeaseToken(), Error: "account closed", Cancel: true,
+	}}})
+	if ack := w.ack(7); ack.GetJob().GetState() != droverv1.JobState_JOB_STATE_CANCELLED {
+		t.Fatalf("ack of a fail with cancel: %v; want cancelled", ack)
+	}
+	if err := w.s.CloseRequest(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := w.s.Receive(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after drained and closing: %v, %v; want the end of the stream and no job", m, err)
+	}
+	w.s.CloseResponse() //nolint:errcheck // the stream is over
+	res, err := h.eng.List(t.Context(), store.ListParams{Queues: []string{"dr"}, States: []job.State{job.StateAvailable}, Limit: 10})
+	if err != nil || len(res.Jobs) != 1 {
+		t.Fatalf("%d jobs available after the drain (%v), want the new one untouched", len(res.Jobs), err)
+	}
+}

@@ -81,6 +81,8 @@ type worker struct {
 	svc    *workerService
 	stream *connect.BidiStream[droverv1.WorkRequest, droverv1.WorkResponse]
 	lease  engine.LeaseRequest
+	// draining is set by a WorkDrain: nothing more is leased.
+	draining bool
 }
 
 func (w *worker) checkStart() error {
@@ -161,11 +163,29 @@ func (w *worker) run(ctx context.Context) error {
 					return nil
 				}
 			}
+			wasDraining := w.draining
 			n, err := w.handle(ctx, msg, inbox)
 			if err != nil {
 				return err
 			}
 			credits = min(credits+n, maxWorkCredits)
+			if w.draining && !wasDraining {
+				// Deliver what a lease in flight took, then promise
+				// the worker that nothing more comes.
+				stopLease()
+				if leaseDone != nil {
+					if err := w.deliver(<-leaseDone, &credits); err != nil && !errors.Is(err, context.Canceled) {
+						return err
+					}
+					leaseDone = nil
+				}
+				if err := w.stream.Send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Drained{Drained: &droverv1.WorkDrained{}}}); err != nil {
+					return err
+				}
+			}
+			if w.draining {
+				credits = 0
+			}
 		case res := <-leaseDone:
 			leaseDone = nil
 			if err := w.deliver(res, &credits); err != nil {
@@ -222,6 +242,9 @@ func (w *worker) handleOne(ctx context.Context, msg *droverv1.WorkRequest, inbox
 		return n, nil, nil
 	case *droverv1.WorkRequest_Start:
 		return 0, nil, &job.ValidationError{Field: "start", Message: "a Work stream is started once"}
+	case *droverv1.WorkRequest_Drain:
+		w.draining = true
+		return 0, nil, nil
 	case *droverv1.WorkRequest_Heartbeat:
 		hb := m.Heartbeat
 		j, err := eng.Heartbeat(ctx, job.ID(hb.GetId()), hb.GetLeaseToken(), duration(hb.GetLeaseFor()))
@@ -235,7 +258,7 @@ func (w *worker) handleOne(ctx context.Context, msg *droverv1.WorkRequest, inbox
 		return 0, next, err
 	case *droverv1.WorkRequest_Fail:
 		f := m.Fail
-		in := engine.Failure{ID: job.ID(f.GetId()), LeaseToken: f.GetLeaseToken(), Message: f.GetError(), Detail: f.GetDetail(), Discard: f.GetDiscard()}
+		in := engine.Failure{ID: job.ID(f.GetId()), LeaseToken: f.GetLeaseToken(), Message: f.GetError(), Detail: f.GetDetail(), Discard: f.GetDiscard(), Cancel: f.GetCancel()}
 		if f.GetRetryIn() != nil {
 			d := f.GetRetryIn().AsDuration()
 			in.RetryIn = &d

@@ -71,7 +71,7 @@ func (s *workerService) Fail(ctx context.Context, req *connect.Request[droverv1.
 	if err := checkID(m.GetId()); err != nil {
 		return nil, err
 	}
-	f := engine.Failure{ID: job.ID(m.GetId()), LeaseToken: m.GetLeaseToken(), Message: m.GetError(), Detail: m.GetDetail(), Discard: m.GetDiscard()}
+	f := engine.Failure{ID: job.ID(m.GetId()), LeaseToken: m.GetLeaseToken(), Message: m.GetError(), Detail: m.GetDetail(), Discard: m.GetDiscard(), Cancel: m.GetCancel()}
 	if m.GetRetryIn() != nil {
 		d := m.GetRetryIn().AsDuration()
 		f.RetryIn = &d

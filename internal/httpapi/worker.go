@@ -59,6 +59,7 @@ type failInput struct {
 		Detail     string    `json:"detail,omitempty" maxLength:"65536" doc:"More, such as a stack trace."`
 		RetryIn    *Duration `json:"retry_in,omitempty" doc:"Retry after this long instead of the backoff."`
 		Discard    bool      `json:"discard,omitempty" doc:"Dead-letter the job now, whatever attempts remain."`
+		Cancel     bool      `json:"cancel,omitempty" doc:"Cancel the job now instead (it must not run again); give discard or cancel, not both."`
 	}
 }
 
@@ -135,7 +136,7 @@ func (a *API) registerWorker() {
 		Errors:      []int{400, 404, 409, 413, 415, 422},
 	}, func(ctx context.Context, in *failInput) (*jobOutput, error) {
 		f := engine.Failure{ID: job.ID(in.ID), LeaseToken: in.Body.LeaseToken, Message: in.Body.Error,
-			Detail: in.Body.Detail, Discard: in.Body.Discard}
+			Detail: in.Body.Detail, Discard: in.Body.Discard, Cancel: in.Body.Cancel}
 		if in.Body.RetryIn != nil {
 			d := time.Duration(*in.Body.RetryIn)
 			f.RetryIn = &d

@@ -426,6 +426,22 @@ func TestFail(t *testing.T) {
 			t.Errorf("fail with discard = %+v, want discarded with its error", got)
 		}
 	})
+	t.Run("cancel", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		id := b.enqueue(map[string]any{"kind": "k"}).ID
+		leased := b.leaseOne("default")
+		both := b.do("POST", jobPath(id, "fail"), map[string]any{"lease_token": leased.LeaseToken, "error": "x", "cancel": true, "discard": true})
+		wantLocation(t, wantProblem(t, both, http.StatusUnprocessableEntity, "invalid_argument"), "body.discard")
+		if j := b.get(id); j.State != "running" || len(j.Errors) != 0 {
+			t.Fatalf("after a refused fail: %+v, want running and unchanged", j)
+		}
+		r := b.do("POST", jobPath(id, "fail"), map[string]any{"lease_token": leased.LeaseToken, "error": "account closed", "cancel": true})
+		got := decode[apiJob](t, r, http.StatusOK)
+		if got.State != "cancelled" || got.FinalizedAt == nil || len(got.Errors) != 1 || got.Errors[0].Message != "account closed" {
+			t.Errorf("fail with cancel = %+v, want cancelled with its error", got)
+		}
+	})
 	t.Run("last attempt", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

@@ -397,7 +397,10 @@ type FailRequest struct {
 	// Retry after this long instead of the backoff.
 	RetryIn *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_in,json=retryIn,proto3" json:"retry_in,omitempty"`
 	// Dead-letter the job now, whatever attempts remain.
-	Discard       bool `protobuf:"varint,6,opt,name=discard,proto3" json:"discard,omitempty"`
+	Discard bool `protobuf:"varint,6,opt,name=discard,proto3" json:"discard,omitempty"`
+	// Cancel the job now instead (the worker decided it must not run
+	// again); give discard or cancel, not both.
+	Cancel        bool `protobuf:"varint,7,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -470,6 +473,13 @@ func (x *FailRequest) GetRetryIn() *durationpb.Duration {
 func (x *FailRequest) GetDiscard() bool {
 	if x != nil {
 		return x.Discard
+	}
+	return false
+}
+
+func (x *FailRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
 	}
 	return false
 }
@@ -643,6 +653,7 @@ type WorkRequest struct {
 	//	*WorkRequest_Complete
 	//	*WorkRequest_Fail
 	//	*WorkRequest_Snooze
+	//	*WorkRequest_Drain
 	Message isWorkRequest_Message `protobuf_oneof:"message"`
 	// Chosen by the worker for heartbeat, complete, fail and snooze, and
 	// echoed by the server's WorkAck for that message. Ids need not be
@@ -744,6 +755,15 @@ func (x *WorkRequest) GetSnooze() *SnoozeRequest {
 	return nil
 }
 
+func (x *WorkRequest) GetDrain() *WorkDrain {
+	if x != nil {
+		if x, ok := x.Message.(*WorkRequest_Drain); ok {
+			return x.Drain
+		}
+	}
+	return nil
+}
+
 func (x *WorkRequest) GetCorrelationId() uint64 {
 	if x != nil {
 		return x.CorrelationId
@@ -785,6 +805,11 @@ type WorkRequest_Snooze struct {
 	Snooze *SnoozeRequest `protobuf:"bytes,6,opt,name=snooze,proto3,oneof"`
 }
 
+type WorkRequest_Drain struct {
+	// Asks the server to lease nothing more on this stream.
+	Drain *WorkDrain `protobuf:"bytes,8,opt,name=drain,proto3,oneof"`
+}
+
 func (*WorkRequest_Start) isWorkRequest_Message() {}
 
 func (*WorkRequest_Credit) isWorkRequest_Message() {}
@@ -796,6 +821,8 @@ func (*WorkRequest_Complete) isWorkRequest_Message() {}
 func (*WorkRequest_Fail) isWorkRequest_Message() {}
 
 func (*WorkRequest_Snooze) isWorkRequest_Message() {}
+
+func (*WorkRequest_Drain) isWorkRequest_Message() {}
 
 // WorkStart opens a Work stream: what to lease and how.
 type WorkStart struct {
@@ -908,6 +935,85 @@ func (x *WorkCredit) GetCredits() int32 {
 	return 0
 }
 
+// WorkDrain asks the server to stop leasing for the stream, for a worker
+// that is shutting down: what is left of its credits is dropped, a lease
+// in flight is delivered, and the server answers with WorkDrained, after
+// which it pushes no job. Settling goes on as before; the worker closes
+// its side when it has settled what it holds.
+type WorkDrain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkDrain) Reset() {
+	*x = WorkDrain{}
+	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkDrain) ProtoMessage() {}
+
+func (x *WorkDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkDrain.ProtoReflect.Descriptor instead.
+func (*WorkDrain) Descriptor() ([]byte, []int) {
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{13}
+}
+
+// WorkDrained tells the worker that no job will be pushed on the stream
+// any more.
+type WorkDrained struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkDrained) Reset() {
+	*x = WorkDrained{}
+	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkDrained) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkDrained) ProtoMessage() {}
+
+func (x *WorkDrained) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkDrained.ProtoReflect.Descriptor instead.
+func (*WorkDrained) Descriptor() ([]byte, []int) {
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{14}
+}
+
 // WorkResponse is one message from the server on the Work stream.
 type WorkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -917,6 +1023,7 @@ type WorkResponse struct {
 	//
 	//	*WorkResponse_Jobs
 	//	*WorkResponse_Ack
+	//	*WorkResponse_Drained
 	Message       isWorkResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -924,7 +1031,7 @@ type WorkResponse struct {
 
 func (x *WorkResponse) Reset() {
 	*x = WorkResponse{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1043,7 @@ func (x *WorkResponse) String() string {
 func (*WorkResponse) ProtoMessage() {}
 
 func (x *WorkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1056,7 @@ func (x *WorkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkResponse.ProtoReflect.Descriptor instead.
 func (*WorkResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{13}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WorkResponse) GetMessage() isWorkResponse_Message {
@@ -977,6 +1084,15 @@ func (x *WorkResponse) GetAck() *WorkAck {
 	return nil
 }
 
+func (x *WorkResponse) GetDrained() *WorkDrained {
+	if x != nil {
+		if x, ok := x.Message.(*WorkResponse_Drained); ok {
+			return x.Drained
+		}
+	}
+	return nil
+}
+
 type isWorkResponse_Message interface {
 	isWorkResponse_Message()
 }
@@ -992,9 +1108,16 @@ type WorkResponse_Ack struct {
 	Ack *WorkAck `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type WorkResponse_Drained struct {
+	// The answer to a WorkDrain: no more jobs come.
+	Drained *WorkDrained `protobuf:"bytes,3,opt,name=drained,proto3,oneof"`
+}
+
 func (*WorkResponse_Jobs) isWorkResponse_Message() {}
 
 func (*WorkResponse_Ack) isWorkResponse_Message() {}
+
+func (*WorkResponse_Drained) isWorkResponse_Message() {}
 
 // WorkJobs is a batch of jobs leased for the worker.
 type WorkJobs struct {
@@ -1007,7 +1130,7 @@ type WorkJobs struct {
 
 func (x *WorkJobs) Reset() {
 	*x = WorkJobs{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1142,7 @@ func (x *WorkJobs) String() string {
 func (*WorkJobs) ProtoMessage() {}
 
 func (x *WorkJobs) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1155,7 @@ func (x *WorkJobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkJobs.ProtoReflect.Descriptor instead.
 func (*WorkJobs) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{14}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WorkJobs) GetJobs() []*Job {
@@ -1058,7 +1181,7 @@ type WorkAck struct {
 
 func (x *WorkAck) Reset() {
 	*x = WorkAck{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1193,7 @@ func (x *WorkAck) String() string {
 func (*WorkAck) ProtoMessage() {}
 
 func (x *WorkAck) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1206,7 @@ func (x *WorkAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkAck.ProtoReflect.Descriptor instead.
 func (*WorkAck) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{15}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WorkAck) GetCorrelationId() uint64 {
@@ -1121,7 +1244,7 @@ type WorkError struct {
 
 func (x *WorkError) Reset() {
 	*x = WorkError{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1256,7 @@ func (x *WorkError) String() string {
 func (*WorkError) ProtoMessage() {}
 
 func (x *WorkError) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1269,7 @@ func (x *WorkError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkError.ProtoReflect.Descriptor instead.
 func (*WorkError) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{16}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WorkError) GetCode() string {
@@ -1190,7 +1313,7 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"leaseToken\x12.\n" +
 	"\x06output\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x06output\"4\n" +
 	"\x10CompleteResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"\xbc\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"\xd4\x01\n" +
 	"\vFailRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -1198,7 +1321,8 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x124\n" +
 	"\bretry_in\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\aretryIn\x12\x18\n" +
-	"\adiscard\x18\x06 \x01(\bR\adiscard\"0\n" +
+	"\adiscard\x18\x06 \x01(\bR\adiscard\x12\x16\n" +
+	"\x06cancel\x18\a \x01(\bR\x06cancel\"0\n" +
 	"\fFailResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"q\n" +
 	"\rSnoozeRequest\x12\x0e\n" +
@@ -1207,14 +1331,15 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"leaseToken\x12/\n" +
 	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"2\n" +
 	"\x0eSnoozeResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"\xf7\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"\xa5\x03\n" +
 	"\vWorkRequest\x12,\n" +
 	"\x05start\x18\x01 \x01(\v2\x14.drover.v1.WorkStartH\x00R\x05start\x12/\n" +
 	"\x06credit\x18\x02 \x01(\v2\x15.drover.v1.WorkCreditH\x00R\x06credit\x12;\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1b.drover.v1.HeartbeatRequestH\x00R\theartbeat\x128\n" +
 	"\bcomplete\x18\x04 \x01(\v2\x1a.drover.v1.CompleteRequestH\x00R\bcomplete\x12,\n" +
 	"\x04fail\x18\x05 \x01(\v2\x16.drover.v1.FailRequestH\x00R\x04fail\x122\n" +
-	"\x06snooze\x18\x06 \x01(\v2\x18.drover.v1.SnoozeRequestH\x00R\x06snooze\x12%\n" +
+	"\x06snooze\x18\x06 \x01(\v2\x18.drover.v1.SnoozeRequestH\x00R\x06snooze\x12,\n" +
+	"\x05drain\x18\b \x01(\v2\x14.drover.v1.WorkDrainH\x00R\x05drain\x12%\n" +
 	"\x0ecorrelation_id\x18\a \x01(\x04R\rcorrelationIdB\t\n" +
 	"\amessage\"s\n" +
 	"\tWorkStart\x12\x16\n" +
@@ -1223,10 +1348,13 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"\x06worker\x18\x03 \x01(\tR\x06worker\"&\n" +
 	"\n" +
 	"WorkCredit\x12\x18\n" +
-	"\acredits\x18\x01 \x01(\x05R\acredits\"l\n" +
+	"\acredits\x18\x01 \x01(\x05R\acredits\"\v\n" +
+	"\tWorkDrain\"\r\n" +
+	"\vWorkDrained\"\xa0\x01\n" +
 	"\fWorkResponse\x12)\n" +
 	"\x04jobs\x18\x01 \x01(\v2\x13.drover.v1.WorkJobsH\x00R\x04jobs\x12&\n" +
-	"\x03ack\x18\x02 \x01(\v2\x12.drover.v1.WorkAckH\x00R\x03ackB\t\n" +
+	"\x03ack\x18\x02 \x01(\v2\x12.drover.v1.WorkAckH\x00R\x03ack\x122\n" +
+	"\adrained\x18\x03 \x01(\v2\x16.drover.v1.WorkDrainedH\x00R\adrainedB\t\n" +
 	"\amessage\".\n" +
 	"\bWorkJobs\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.drover.v1.JobR\x04jobs\"~\n" +
@@ -1257,7 +1385,7 @@ func file_drover_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_drover_v1_worker_service_proto_rawDescData
 }
 
-var file_drover_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_drover_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_drover_v1_worker_service_proto_goTypes = []any{
 	(*LeaseRequest)(nil),          // 0: drover.v1.LeaseRequest
 	(*LeaseResponse)(nil),         // 1: drover.v1.LeaseResponse
@@ -1272,56 +1400,60 @@ var file_drover_v1_worker_service_proto_goTypes = []any{
 	(*WorkRequest)(nil),           // 10: drover.v1.WorkRequest
 	(*WorkStart)(nil),             // 11: drover.v1.WorkStart
 	(*WorkCredit)(nil),            // 12: drover.v1.WorkCredit
-	(*WorkResponse)(nil),          // 13: drover.v1.WorkResponse
-	(*WorkJobs)(nil),              // 14: drover.v1.WorkJobs
-	(*WorkAck)(nil),               // 15: drover.v1.WorkAck
-	(*WorkError)(nil),             // 16: drover.v1.WorkError
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
-	(*Job)(nil),                   // 18: drover.v1.Job
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 20: google.protobuf.Value
+	(*WorkDrain)(nil),             // 13: drover.v1.WorkDrain
+	(*WorkDrained)(nil),           // 14: drover.v1.WorkDrained
+	(*WorkResponse)(nil),          // 15: drover.v1.WorkResponse
+	(*WorkJobs)(nil),              // 16: drover.v1.WorkJobs
+	(*WorkAck)(nil),               // 17: drover.v1.WorkAck
+	(*WorkError)(nil),             // 18: drover.v1.WorkError
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*Job)(nil),                   // 20: drover.v1.Job
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 22: google.protobuf.Value
 }
 var file_drover_v1_worker_service_proto_depIdxs = []int32{
-	17, // 0: drover.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	17, // 1: drover.v1.LeaseRequest.lease_for:type_name -> google.protobuf.Duration
-	18, // 2: drover.v1.LeaseResponse.jobs:type_name -> drover.v1.Job
-	17, // 3: drover.v1.HeartbeatRequest.lease_for:type_name -> google.protobuf.Duration
-	19, // 4: drover.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	20, // 5: drover.v1.CompleteRequest.output:type_name -> google.protobuf.Value
-	18, // 6: drover.v1.CompleteResponse.job:type_name -> drover.v1.Job
-	17, // 7: drover.v1.FailRequest.retry_in:type_name -> google.protobuf.Duration
-	18, // 8: drover.v1.FailResponse.job:type_name -> drover.v1.Job
-	17, // 9: drover.v1.SnoozeRequest.delay:type_name -> google.protobuf.Duration
-	18, // 10: drover.v1.SnoozeResponse.job:type_name -> drover.v1.Job
+	19, // 0: drover.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	19, // 1: drover.v1.LeaseRequest.lease_for:type_name -> google.protobuf.Duration
+	20, // 2: drover.v1.LeaseResponse.jobs:type_name -> drover.v1.Job
+	19, // 3: drover.v1.HeartbeatRequest.lease_for:type_name -> google.protobuf.Duration
+	21, // 4: drover.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	22, // 5: drover.v1.CompleteRequest.output:type_name -> google.protobuf.Value
+	20, // 6: drover.v1.CompleteResponse.job:type_name -> drover.v1.Job
+	19, // 7: drover.v1.FailRequest.retry_in:type_name -> google.protobuf.Duration
+	20, // 8: drover.v1.FailResponse.job:type_name -> drover.v1.Job
+	19, // 9: drover.v1.SnoozeRequest.delay:type_name -> google.protobuf.Duration
+	20, // 10: drover.v1.SnoozeResponse.job:type_name -> drover.v1.Job
 	11, // 11: drover.v1.WorkRequest.start:type_name -> drover.v1.WorkStart
 	12, // 12: drover.v1.WorkRequest.credit:type_name -> drover.v1.WorkCredit
 	2,  // 13: drover.v1.WorkRequest.heartbeat:type_name -> drover.v1.HeartbeatRequest
 	4,  // 14: drover.v1.WorkRequest.complete:type_name -> drover.v1.CompleteRequest
 	6,  // 15: drover.v1.WorkRequest.fail:type_name -> drover.v1.FailRequest
 	8,  // 16: drover.v1.WorkRequest.snooze:type_name -> drover.v1.SnoozeRequest
-	17, // 17: drover.v1.WorkStart.lease_for:type_name -> google.protobuf.Duration
-	14, // 18: drover.v1.WorkResponse.jobs:type_name -> drover.v1.WorkJobs
-	15, // 19: drover.v1.WorkResponse.ack:type_name -> drover.v1.WorkAck
-	18, // 20: drover.v1.WorkJobs.jobs:type_name -> drover.v1.Job
-	18, // 21: drover.v1.WorkAck.job:type_name -> drover.v1.Job
-	16, // 22: drover.v1.WorkAck.error:type_name -> drover.v1.WorkError
-	0,  // 23: drover.v1.WorkerService.Lease:input_type -> drover.v1.LeaseRequest
-	2,  // 24: drover.v1.WorkerService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	4,  // 25: drover.v1.WorkerService.Complete:input_type -> drover.v1.CompleteRequest
-	6,  // 26: drover.v1.WorkerService.Fail:input_type -> drover.v1.FailRequest
-	8,  // 27: drover.v1.WorkerService.Snooze:input_type -> drover.v1.SnoozeRequest
-	10, // 28: drover.v1.WorkerService.Work:input_type -> drover.v1.WorkRequest
-	1,  // 29: drover.v1.WorkerService.Lease:output_type -> drover.v1.LeaseResponse
-	3,  // 30: drover.v1.WorkerService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	5,  // 31: drover.v1.WorkerService.Complete:output_type -> drover.v1.CompleteResponse
-	7,  // 32: drover.v1.WorkerService.Fail:output_type -> drover.v1.FailResponse
-	9,  // 33: drover.v1.WorkerService.Snooze:output_type -> drover.v1.SnoozeResponse
-	13, // 34: drover.v1.WorkerService.Work:output_type -> drover.v1.WorkResponse
-	29, // [29:35] is the sub-list for method output_type
-	23, // [23:29] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	13, // 17: drover.v1.WorkRequest.drain:type_name -> drover.v1.WorkDrain
+	19, // 18: drover.v1.WorkStart.lease_for:type_name -> google.protobuf.Duration
+	16, // 19: drover.v1.WorkResponse.jobs:type_name -> drover.v1.WorkJobs
+	17, // 20: drover.v1.WorkResponse.ack:type_name -> drover.v1.WorkAck
+	14, // 21: drover.v1.WorkResponse.drained:type_name -> drover.v1.WorkDrained
+	20, // 22: drover.v1.WorkJobs.jobs:type_name -> drover.v1.Job
+	20, // 23: drover.v1.WorkAck.job:type_name -> drover.v1.Job
+	18, // 24: drover.v1.WorkAck.error:type_name -> drover.v1.WorkError
+	0,  // 25: drover.v1.WorkerService.Lease:input_type -> drover.v1.LeaseRequest
+	2,  // 26: drover.v1.WorkerService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	4,  // 27: drover.v1.WorkerService.Complete:input_type -> drover.v1.CompleteRequest
+	6,  // 28: drover.v1.WorkerService.Fail:input_type -> drover.v1.FailRequest
+	8,  // 29: drover.v1.WorkerService.Snooze:input_type -> drover.v1.SnoozeRequest
+	10, // 30: drover.v1.WorkerService.Work:input_type -> drover.v1.WorkRequest
+	1,  // 31: drover.v1.WorkerService.Lease:output_type -> drover.v1.LeaseResponse
+	3,  // 32: drover.v1.WorkerService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	5,  // 33: drover.v1.WorkerService.Complete:output_type -> drover.v1.CompleteResponse
+	7,  // 34: drover.v1.WorkerService.Fail:output_type -> drover.v1.FailResponse
+	9,  // 35: drover.v1.WorkerService.Snooze:output_type -> drover.v1.SnoozeResponse
+	15, // 36: drover.v1.WorkerService.Work:output_type -> drover.v1.WorkResponse
+	31, // [31:37] is the sub-list for method output_type
+	25, // [25:31] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_worker_service_proto_init() }
@@ -1337,10 +1469,12 @@ func file_drover_v1_worker_service_proto_init() {
 		(*WorkRequest_Complete)(nil),
 		(*WorkRequest_Fail)(nil),
 		(*WorkRequest_Snooze)(nil),
+		(*WorkRequest_Drain)(nil),
 	}
-	file_drover_v1_worker_service_proto_msgTypes[13].OneofWrappers = []any{
+	file_drover_v1_worker_service_proto_msgTypes[15].OneofWrappers = []any{
 		(*WorkResponse_Jobs)(nil),
 		(*WorkResponse_Ack)(nil),
+		(*WorkResponse_Drained)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1348,7 +1482,7 @@ func file_drover_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_worker_service_proto_rawDesc), len(file_drover_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

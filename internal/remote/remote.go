@@ -1,0 +1,347 @@
+// Package remote is the Go library's transport to a Drover server: the
+// Client's enqueue and job calls over gRPC (JobService), and the Work
+// stream (WorkerService.Work) over which a worker process receives leased
+// jobs and settles them. It speaks the gRPC protocol with Connect's client
+// over HTTP/2 (h2c for http:// URLs), and turns the server's errors back
+// into the job package's errors, so that code written against the
+// embedded store branches on the same errors (errors.Is(err,
+// job.ErrLeaseLost), a *job.ValidationError naming the field) whichever
+// way it reaches the jobs.
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	droverv1 "github.com/droverhq/drover/internal/gen/drover/v1"
+	"github.com/droverhq/drover/internal/gen/drover/v1/droverv1connect"
+	"github.com/droverhq/drover/internal/job"
+	"github.com/droverhq/drover/internal/store"
+)
+
+// Options tune Dial.
+type Options struct {
+	// Token is the bearer token sent with every call; empty sends none
+	// (a server bound to loopback without tokens).
+	Token string
+	// HTTPClient carries the calls; nil means one made for gRPC: HTTP/2
+	// only (h2c for http:// URLs), with keepalive pings that find a dead
+	// server within about 30 seconds.
+	HTTPClient *http.Client
+	// TLS configures https:// connections of the default client.
+	TLS *tls.Config
+	// Logger receives reconnects and refused settles; nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// MaxMessageBytes bounds a message received from the server; zero
+	// means 64 MiB (a batch of leased jobs with large args).
+	MaxMessageBytes int
+}
+
+// Conn is a connection to one Drover server. It is safe for concurrent
+// use; calls share HTTP/2 connections.
+type Conn struct {
+	jobs   droverv1connect.JobServiceClient
+	work   droverv1connect.WorkerServiceClient
+	log    *slog.Logger
+	client *http.Client
+	// own is set when Conn made the HTTP client and must close it.
+	own bool
+}
+
+// Dial returns a connection to the server at baseURL (http://host:port or
+// https://...). No network call is made until the first request.
+func Dial(baseURL string, opts Options) (*Conn, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("remote: server URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("remote: server URL %q: want http://host:port or https://host:port", baseURL)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 64 << 20
+	}
+	c := &Conn{log: opts.Logger, client: opts.HTTPClient}
+	if c.client == nil {
+		c.client, c.own = newHTTPClient(opts.TLS), true
+	}
+	base := strings.TrimSuffix(u.String(), "/")
+	copts := []connect.ClientOption{
+		connect.WithGRPC(),
+		connect.WithReadMaxBytes(opts.MaxMessageBytes),
+		connect.WithInterceptors(bearer(opts.Token)),
+	}
+	c.jobs = droverv1connect.NewJobServiceClient(c.client, base, copts...)
+	c.work = droverv1connect.NewWorkerServiceClient(c.client, base, copts...)
+	return c, nil
+}
+
+// newHTTPClient returns an HTTP/2-only client: gRPC needs HTTP/2, and on
+// plaintext that means h2c with prior knowledge.
+func newHTTPClient(tlsConf *tls.Config) *http.Client {
+	p := new(http.Protocols)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		Protocols:       p,
+		TLSClientConfig: tlsConf,
+		HTTP2: &http.HTTP2Config{
+			// Ping an idle connection, and give up on one that does
+			// not answer: a worker then reconnects instead of waiting
+			// on a dead server for ever.
+			SendPingTimeout: 15 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+		ForceAttemptHTTP2: true,
+		IdleConnTimeout:   90 * time.Second,
+	}
+	return &http.Client{Transport: tr}
+}
+
+// Close releases the connection's idle HTTP connections. Stop every
+// session first.
+func (c *Conn) Close() {
+	if c.own {
+		c.client.CloseIdleConnections()
+	}
+}
+
+// bearer adds the token to every call.
+func bearer(token string) connect.Interceptor {
+	return &authInterceptor{header: "Bearer " + token, set: token != ""}
+}
+
+type authInterceptor struct {
+	header string
+	set    bool
+}
+
+func (a *authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if a.set {
+			req.Header().Set("Authorization", a.header)
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a *authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if a.set {
+			conn.RequestHeader().Set("Authorization", a.header)
+		}
+		return conn
+	}
+}
+
+func (a *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// Enqueue inserts jobs: one with JobService.Enqueue, more atomically with
+// EnqueueBatch.
+func (c *Conn) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.InsertResult, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	reqs := make([]*droverv1.EnqueueRequest, len(specs))
+	for i, sp := range specs {
+		prefix := ""
+		if len(specs) > 1 {
+			prefix = fmt.Sprintf("jobs[%d].", i)
+		}
+		r, err := enqueueRequest(sp, prefix)
+		if err != nil {
+			return nil, err
+		}
+		reqs[i] = r
+	}
+	var jobs []*droverv1.Job
+	if len(reqs) == 1 {
+		res, err := c.jobs.Enqueue(ctx, connect.NewRequest(reqs[0]))
+		if err != nil {
+			return nil, fromError(err)
+		}
+		jobs = []*droverv1.Job{res.Msg.GetJob()}
+	} else {
+		res, err := c.jobs.EnqueueBatch(ctx, connect.NewRequest(&droverv1.EnqueueBatchRequest{Jobs: reqs}))
+		if err != nil {
+			return nil, fromError(err)
+		}
+		jobs = res.Msg.GetJobs()
+	}
+	if len(jobs) != len(specs) {
+		return nil, fmt.Errorf("remote: enqueue of %d jobs answered with %d", len(specs), len(jobs))
+	}
+	out := make([]store.InsertResult, len(jobs))
+	for i, pj := range jobs {
+		j, err := fromJob(pj)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = store.InsertResult{Job: j, Duplicate: pj.GetDuplicate()}
+	}
+	return out, nil
+}
+
+// Get returns one job with its error history.
+func (c *Conn) Get(ctx context.Context, id job.ID) (*job.Job, error) {
+	res, err := c.jobs.GetJob(ctx, connect.NewRequest(&droverv1.GetJobRequest{Id: int64(id)}))
+	if err != nil {
+		return nil, fromError(err)
+	}
+	return fromJob(res.Msg.GetJob())
+}
+
+// Cancel cancels a job that has not finished.
+func (c *Conn) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
+	res, err := c.jobs.CancelJob(ctx, connect.NewRequest(&droverv1.CancelJobRequest{Id: int64(id)}))
+	if err != nil {
+		return nil, fromError(err)
+	}
+	return fromJob(res.Msg.GetJob())
+}
+
+// Retry makes a job available now.
+func (c *Conn) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
+	res, err := c.jobs.RetryJob(ctx, connect.NewRequest(&droverv1.RetryJobRequest{Id: int64(id)}))
+	if err != nil {
+		return nil, fromError(err)
+	}
+	return fromJob(res.Msg.GetJob())
+}
+
+// errorDomain is the domain of the server's ErrorInfo details, whose
+// reason is the stable code.
+const errorDomain = "drover"
+
+// Error is a refusal from the server: its stable code and message. It
+// unwraps to the job package's error of that code (job.ErrNotFound for
+// not_found, and so on), so callers branch with errors.Is as they do on
+// the embedded store.
+type Error struct {
+	// Code is the stable code (lease_lost, not_found, ...).
+	Code string
+	// Message is the server's explanation.
+	Message string
+	err     error
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the job package's error for the code.
+func (e *Error) Unwrap() error { return e.err }
+
+// sentinels maps stable codes back to the job package's errors; codes of
+// authentication map to ErrUnauthorized and ErrForbidden.
+var sentinels = map[string]error{
+	"invalid_argument":     job.ErrInvalid,
+	"idempotency_mismatch": job.ErrIdempotencyMismatch,
+	"too_large":            job.ErrTooLarge,
+	"not_found":            job.ErrNotFound,
+	"lease_lost":           job.ErrLeaseLost,
+	"invalid_state":        job.ErrInvalidState,
+	"conflict":             job.ErrConflict,
+	"overloaded":           job.ErrOverloaded,
+	"storage_full":         job.ErrStorageFull,
+	"unavailable":          job.ErrUnavailable,
+	"unauthorized":         ErrUnauthorized,
+	"forbidden":            ErrForbidden,
+}
+
+// Authentication refusals.
+var (
+	// ErrUnauthorized: the server wants a valid bearer token.
+	ErrUnauthorized = errors.New("unauthorized: a valid bearer token is required")
+	// ErrForbidden: the token's scope does not allow the call.
+	ErrForbidden = errors.New("forbidden: the token's scope does not allow the call")
+)
+
+// codeError turns a stable code and message into an error; field, when
+// set, makes an invalid_argument a *job.ValidationError.
+func codeError(code, msg, field string) error {
+	if code == "invalid_argument" && field != "" {
+		return &job.ValidationError{Field: field, Message: strings.TrimPrefix(msg, field+": ")}
+	}
+	if s, ok := sentinels[code]; ok {
+		return &Error{Code: code, Message: msg, err: s}
+	}
+	return &Error{Code: code, Message: msg, err: errors.New(code)}
+}
+
+// fromError turns a call's error into the job package's terms. Transport
+// failures (no answer, a reset stream) become job.ErrUnavailable, so that
+// callers retry them as they would a server that said so.
+func fromError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return fmt.Errorf("%w: %w", job.ErrUnavailable, err)
+	}
+	code, field := "", ""
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			continue
+		}
+		switch m := v.(type) {
+		case *errdetails.ErrorInfo:
+			if m.GetDomain() == errorDomain {
+				code = m.GetReason()
+			}
+		case *errdetails.BadRequest:
+			if fv := m.GetFieldViolations(); len(fv) > 0 {
+				field = fv[0].GetField()
+			}
+		}
+	}
+	if code == "" {
+		code = ce.Meta().Get("drover-code")
+	}
+	if code == "" {
+		switch ce.Code() {
+		case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeAborted:
+			return fmt.Errorf("%w: %w", job.ErrUnavailable, err)
+		case connect.CodeCanceled:
+			return context.Canceled
+		case connect.CodeDeadlineExceeded:
+			return context.DeadlineExceeded
+		case connect.CodeUnauthenticated:
+			code = "unauthorized"
+		case connect.CodePermissionDenied:
+			code = "forbidden"
+		default:
+			code = "internal"
+		}
+	}
+	return codeError(code, ce.Message(), field)
+}
+
+// GiveBack hands a lease back with a unary call (WorkerService.Snooze with
+// no delay): the job is available again at once and the attempt does
+// not count. It serves a worker that received a job it will not run,
+// outside a session.
+func (c *Conn) GiveBack(ctx context.Context, id job.ID, token string) error {
+	_, err := c.work.Snooze(ctx, connect.NewRequest(&droverv1.SnoozeRequest{Id: int64(id), LeaseToken: token}))
+	return fromError(err)
+}
