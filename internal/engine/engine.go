@@ -137,19 +137,29 @@ func (e *Engine) EnqueueVia(ctx context.Context, insert func(context.Context, st
 // IdempotencyTTL is how long an idempotency key is remembered.
 const IdempotencyTTL = 24 * time.Hour
 
+// CheckIdempotencyKey checks an idempotency key as every face takes it:
+// 1 to 255 characters of printable ASCII without spaces. Its error is a
+// *job.ValidationError on the field Idempotency-Key.
+func CheckIdempotencyKey(key string) error {
+	if key == "" || len(key) > 255 {
+		return &job.ValidationError{Field: "Idempotency-Key", Message: "must be 1 to 255 characters"}
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return &job.ValidationError{Field: "Idempotency-Key", Message: "only printable ASCII without spaces is allowed"}
+		}
+	}
+	return nil
+}
+
 // EnqueueIdempotent is Enqueue at most once per key: the first call with
 // key inserts specs and stores the response that render makes from the
 // results; a repeat with the same key and requestHash within
 // IdempotencyTTL inserts nothing and returns that response (Replayed). The
 // same key with another requestHash fails with job.ErrIdempotencyMismatch.
 func (e *Engine) EnqueueIdempotent(ctx context.Context, key, requestHash string, render func([]store.InsertResult) (store.StoredResponse, error), specs ...job.Spec) (*store.IdempotentInsertResult, error) {
-	if key == "" || len(key) > 255 {
-		return nil, &job.ValidationError{Field: "Idempotency-Key", Message: "must be 1 to 255 characters"}
-	}
-	for i := 0; i < len(key); i++ {
-		if key[i] < 0x21 || key[i] > 0x7e {
-			return nil, &job.ValidationError{Field: "Idempotency-Key", Message: "only printable ASCII without spaces is allowed"}
-		}
+	if err := CheckIdempotencyKey(key); err != nil {
+		return nil, err
 	}
 	now := e.Now()
 	ins, err := e.prepare(now, specs)

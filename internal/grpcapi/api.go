@@ -12,6 +12,11 @@
 // (package errcode). The gRPC health service (grpc.health.v1) and server
 // reflection (v1 and v1alpha) are served beside them, open to all, so that
 // grpc_health_probe and grpcurl work.
+//
+// JobService's Enqueue and EnqueueBatch take REST's idempotency contract
+// through the idempotency-key metadata (IdempotencyKeyHeader). Every call,
+// health and reflection included, records the gRPC code it ends with for
+// the server's metrics (WithCallStatus, CallStatus.Code).
 package grpcapi
 
 import (
@@ -100,10 +105,11 @@ func New(eng *engine.Engine, opts Options) *API {
 // Mount registers the four drover.v1 services, the health service and
 // reflection on mux, at their gRPC paths (/drover.v1.JobService/Enqueue
 // and so on). Serve mux with HTTP/2 (h2c on plaintext) for gRPC clients;
-// Connect and gRPC-Web clients also work over HTTP/1.1.
+// Connect and gRPC-Web clients also work over HTTP/1.1. Every call records
+// its gRPC code for the server's metrics (see WithCallStatus).
 func (a *API) Mount(mux *http.ServeMux) {
 	common := slices.Clip(append([]connect.HandlerOption{
-		connect.WithInterceptors(interceptor{a}),
+		connect.WithInterceptors(statusRecorder{}, interceptor{a}),
 		connect.WithSendMaxBytes(a.opts.MaxSendBytes),
 	}, jsonCodecs...))
 	small := connect.WithReadMaxBytes(a.opts.MaxArgsBytes + 64<<10)
@@ -111,10 +117,11 @@ func (a *API) Mount(mux *http.ServeMux) {
 	mux.Handle(droverv1connect.NewWorkerServiceHandler(&workerService{a}, append(common, small)...))
 	mux.Handle(droverv1connect.NewQueueServiceHandler(&queueService{a}, append(common, small)...))
 	mux.Handle(droverv1connect.NewEventServiceHandler(&eventService{a}, append(common, small)...))
-	mux.Handle(grpchealth.NewHandler(a.health))
+	record := connect.WithInterceptors(statusRecorder{})
+	mux.Handle(grpchealth.NewHandler(a.health, record))
 	reflector := grpcreflect.NewStaticReflector(append([]string{grpchealth.HealthV1ServiceName}, Services...)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, record))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, record))
 }
 
 // SetServing sets what the health service answers for the drover.v1

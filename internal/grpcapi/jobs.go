@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/droverhq/drover/internal/auth"
 	"github.com/droverhq/drover/internal/engine"
@@ -19,33 +20,27 @@ type jobService struct{ a *API }
 
 var _ droverv1connect.JobServiceHandler = (*jobService)(nil)
 
-// enqueue runs the engine's Enqueue with the caller recorded as the jobs'
-// creator, as REST does.
-func (s *jobService) enqueue(ctx context.Context, specs []job.Spec) ([]store.InsertResult, error) {
-	if who, ok := auth.PrincipalFrom(ctx); ok {
-		for i := range specs {
-			specs[i].CreatedBy = who.Name()
-		}
-	}
-	return s.a.eng.Enqueue(ctx, specs...)
-}
-
-// Enqueue implements droverv1connect.JobServiceHandler.
+// Enqueue implements droverv1connect.JobServiceHandler. With an
+// idempotency-key (IdempotencyKeyHeader), it enqueues at most once per key.
 func (s *jobService) Enqueue(ctx context.Context, req *connect.Request[droverv1.EnqueueRequest]) (*connect.Response[droverv1.EnqueueResponse], error) {
 	sp, err := spec(req.Msg, "")
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.enqueue(ctx, []job.Spec{sp})
+	out, err := s.enqueue(ctx, req, []job.Spec{sp}, func(res []store.InsertResult) proto.Message {
+		j := toJob(res[0].Job)
+		j.Duplicate = res[0].Duplicate
+		return &droverv1.EnqueueResponse{Job: j}
+	}, &droverv1.EnqueueResponse{})
 	if err != nil {
 		return nil, err
 	}
-	j := toJob(res[0].Job)
-	j.Duplicate = res[0].Duplicate
-	return connect.NewResponse(&droverv1.EnqueueResponse{Job: j}), nil
+	return connect.NewResponse(out.(*droverv1.EnqueueResponse)), nil //nolint:forcetypeassert // render and out are of this type
 }
 
-// EnqueueBatch implements droverv1connect.JobServiceHandler.
+// EnqueueBatch implements droverv1connect.JobServiceHandler: all the jobs
+// or none. With an idempotency-key (IdempotencyKeyHeader), it enqueues at
+// most once per key.
 func (s *jobService) EnqueueBatch(ctx context.Context, req *connect.Request[droverv1.EnqueueBatchRequest]) (*connect.Response[droverv1.EnqueueBatchResponse], error) {
 	specs := make([]job.Spec, len(req.Msg.GetJobs()))
 	for i, r := range req.Msg.GetJobs() {
@@ -55,16 +50,18 @@ func (s *jobService) EnqueueBatch(ctx context.Context, req *connect.Request[drov
 		}
 		specs[i] = sp
 	}
-	res, err := s.enqueue(ctx, specs)
+	out, err := s.enqueue(ctx, req, specs, func(res []store.InsertResult) proto.Message {
+		out := &droverv1.EnqueueBatchResponse{Jobs: make([]*droverv1.Job, len(res))}
+		for i, r := range res {
+			out.Jobs[i] = toJob(r.Job)
+			out.Jobs[i].Duplicate = r.Duplicate
+		}
+		return out
+	}, &droverv1.EnqueueBatchResponse{})
 	if err != nil {
 		return nil, err
 	}
-	out := &droverv1.EnqueueBatchResponse{Jobs: make([]*droverv1.Job, len(res))}
-	for i, r := range res {
-		out.Jobs[i] = toJob(r.Job)
-		out.Jobs[i].Duplicate = r.Duplicate
-	}
-	return connect.NewResponse(out), nil
+	return connect.NewResponse(out.(*droverv1.EnqueueBatchResponse)), nil //nolint:forcetypeassert // render and out are of this type
 }
 
 // GetJob implements droverv1connect.JobServiceHandler.

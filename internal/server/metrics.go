@@ -12,18 +12,32 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/grpcapi"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
 )
 
-// metrics holds the server's Prometheus registry and its HTTP
+// metrics holds the server's Prometheus registry and its HTTP and gRPC
 // instruments. Queue sizes and store counters are read at scrape time, so
 // they cost nothing between scrapes.
 type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// calls and callDuration count the gRPC face's calls (gRPC, gRPC-Web
+	// and Connect), which requests and duration leave out.
+	calls        *prometheus.CounterVec
+	callDuration *prometheus.HistogramVec
 }
+
+// statusClientClosedRequest is the status under which
+// drover_http_requests_total counts a request whose client went away
+// before it was answered (nginx's 499): its handler failed because the
+// call's context ended, which is no failure of the server. No client
+// ever sees it.
+const statusClientClosedRequest = 499
+
+var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
 func newMetrics(eng *engine.Engine) *metrics {
 	m := &metrics{
@@ -35,13 +49,22 @@ func newMetrics(eng *engine.Engine) *metrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "drover_http_request_duration_seconds",
 			Help:    "Time to answer HTTP requests, by route pattern and method (long-poll leases include their wait).",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+			Buckets: durationBuckets,
 		}, []string{"route", "method"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_grpc_requests_total",
+			Help: "gRPC, gRPC-Web and Connect calls answered, by procedure and gRPC code.",
+		}, []string{"procedure", "code"}),
+		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "drover_grpc_request_duration_seconds",
+			Help:    "Time to answer gRPC, gRPC-Web and Connect calls, by procedure (streams and long-poll leases include their wait).",
+			Buckets: durationBuckets,
+		}, []string{"procedure"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.duration,
+		m.requests, m.duration, m.calls, m.callDuration,
 		&engineCollector{eng: eng},
 	)
 	return m
@@ -59,17 +82,37 @@ type routeKey struct{}
 // the label space). The pattern is learnt by capturePattern, which wraps
 // the mux itself: the layers between may hand the mux a copy of the
 // request.
+//
+// Calls of the gRPC face (the routes grpcapi.IsRoute names) are counted
+// in drover_grpc_requests_total only, by procedure and gRPC code, since
+// their HTTP status is 200 whatever the call's outcome. A REST request
+// whose client went away before the answer is counted as 499 rather than
+// as the 500 its handler answered.
 func (m *metrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		route := new(string)
-		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
+		ctx, call := grpcapi.WithCallStatus(context.WithValue(r.Context(), routeKey{}, route))
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		elapsed := time.Since(start).Seconds()
+		if grpcapi.IsRoute(*route) {
+			proc := grpcapi.Procedure(r.URL.Path)
+			m.calls.WithLabelValues(proc, call.Code(rec.status, rec.Header())).Inc()
+			m.callDuration.WithLabelValues(proc).Observe(elapsed)
+			return
+		}
 		if *route == "" {
 			*route = "unrouted" // refused before routing (429, 401, 403)
 		}
-		m.requests.WithLabelValues(*route, r.Method, strconv.Itoa(rec.status)).Inc()
-		m.duration.WithLabelValues(*route, r.Method).Observe(time.Since(start).Seconds())
+		status := rec.status
+		if status >= http.StatusInternalServerError && r.Context().Err() != nil {
+			// The request's context ends early only when its client goes
+			// away (the server's base context is never cancelled).
+			status = statusClientClosedRequest
+		}
+		m.requests.WithLabelValues(*route, r.Method, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(*route, r.Method).Observe(elapsed)
 	})
 }
 
