@@ -2,9 +2,11 @@ package drover_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -289,5 +291,56 @@ func TestOpenPicksTheStore(t *testing.T) {
 	j, err := rc.Get(t.Context(), res.Job.ID)
 	if err != nil || j.State != drover.JobStateAvailable {
 		t.Fatalf("Get = %+v, %v", j, err)
+	}
+}
+
+// TestRemoteInsertAnswerLost loses the answer to an insert: the client
+// tries again with the same idempotency key, and the server answers with
+// the first job instead of enqueueing a second.
+func TestRemoteInsertAnswerLost(t *testing.T) {
+	t.Parallel()
+	url := startServer(t, nil)
+	proxy, err := faultproxy.Start(url[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	c := newClientOn(t, openRemote(t, proxy.URL(), ""), nil, drover.Config{})
+	proxy.DropNextResponses(1)
+	res, err := c.Insert(t.Context(), testArgs{Name: "once"}, &drover.InsertOpts{Queue: "once"})
+	if err != nil {
+		t.Fatalf("Insert through a lost answer: %v", err)
+	}
+	if proxy.Dropped() != 1 {
+		t.Fatalf("the proxy dropped %d answers, want 1: the test tested nothing", proxy.Dropped())
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/v1/queues", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var qs struct {
+		Queues []struct {
+			Name   string         `json:"name"`
+			Counts map[string]int `json:"counts"`
+		} `json:"queues"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&qs); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs.Queues {
+		if q.Name == "once" && q.Counts["available"] != 1 {
+			t.Fatalf("queue once holds %d jobs, want 1: the repeated insert enqueued again", q.Counts["available"])
+		}
+	}
+	if len(qs.Queues) != 1 {
+		t.Fatalf("queues %+v, want just once", qs.Queues)
+	}
+	if res.Job.Queue != "once" || res.Duplicate {
+		t.Fatalf("Insert = %+v", res)
 	}
 }

@@ -11,7 +11,9 @@ package remote
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -171,19 +173,17 @@ func (c *Conn) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.InsertRe
 		}
 		reqs[i] = r
 	}
+	// One key for every try: a try whose answer was lost took effect,
+	// and the server answers the next with its response.
+	key := newIdempotencyKey()
 	var jobs []*droverv1.Job
-	if len(reqs) == 1 {
-		res, err := c.jobs.Enqueue(ctx, connect.NewRequest(reqs[0]))
-		if err != nil {
-			return nil, fromError(err)
-		}
-		jobs = []*droverv1.Job{res.Msg.GetJob()}
-	} else {
-		res, err := c.jobs.EnqueueBatch(ctx, connect.NewRequest(&droverv1.EnqueueBatchRequest{Jobs: reqs}))
-		if err != nil {
-			return nil, fromError(err)
-		}
-		jobs = res.Msg.GetJobs()
+	err := retry(ctx, func() error {
+		var err error
+		jobs, err = c.enqueueOnce(ctx, key, reqs)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(jobs) != len(specs) {
 		return nil, fmt.Errorf("remote: enqueue of %d jobs answered with %d", len(specs), len(jobs))
@@ -199,31 +199,114 @@ func (c *Conn) Enqueue(ctx context.Context, specs ...job.Spec) ([]store.InsertRe
 	return out, nil
 }
 
-// Get returns one job with its error history.
-func (c *Conn) Get(ctx context.Context, id job.ID) (*job.Job, error) {
-	res, err := c.jobs.GetJob(ctx, connect.NewRequest(&droverv1.GetJobRequest{Id: int64(id)}))
+func (c *Conn) enqueueOnce(ctx context.Context, key string, reqs []*droverv1.EnqueueRequest) ([]*droverv1.Job, error) {
+	if len(reqs) == 1 {
+		req := connect.NewRequest(reqs[0])
+		req.Header().Set(idempotencyKeyHeader, key)
+		res, err := c.jobs.Enqueue(ctx, req)
+		if err != nil {
+			return nil, fromError(err)
+		}
+		return []*droverv1.Job{res.Msg.GetJob()}, nil
+	}
+	req := connect.NewRequest(&droverv1.EnqueueBatchRequest{Jobs: reqs})
+	req.Header().Set(idempotencyKeyHeader, key)
+	res, err := c.jobs.EnqueueBatch(ctx, req)
 	if err != nil {
 		return nil, fromError(err)
 	}
-	return fromJob(res.Msg.GetJob())
+	return res.Msg.GetJobs(), nil
 }
 
-// Cancel cancels a job that has not finished.
-func (c *Conn) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
-	res, err := c.jobs.CancelJob(ctx, connect.NewRequest(&droverv1.CancelJobRequest{Id: int64(id)}))
-	if err != nil {
-		return nil, fromError(err)
+// idempotencyKeyHeader is the server's grpcapi.IdempotencyKeyHeader.
+const idempotencyKeyHeader = "idempotency-key"
+
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail
+	return "go-" + hex.EncodeToString(b[:])
+}
+
+// Tries of a call that is safe to repeat.
+const (
+	maxTries   = 4
+	retryFirst = 100 * time.Millisecond
+)
+
+// retry runs call until it succeeds, fails for good, or maxTries tries
+// failed with a temporary error (no answer, unavailable, overloaded),
+// waiting longer before each try.
+func retry(ctx context.Context, call func() error) error {
+	wait := retryFirst
+	for try := 1; ; try++ {
+		err := call()
+		if err == nil || try == maxTries || !temporary(err) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return err
+		}
+		wait *= 2
 	}
-	return fromJob(res.Msg.GetJob())
+}
+
+// temporary reports whether trying again later may succeed.
+func temporary(err error) bool {
+	return errors.Is(err, job.ErrUnavailable) || errors.Is(err, job.ErrOverloaded)
+}
+
+// Get returns one job with its error history.
+func (c *Conn) Get(ctx context.Context, id job.ID) (*job.Job, error) {
+	var pj *droverv1.Job
+	err := retry(ctx, func() error {
+		res, err := c.jobs.GetJob(ctx, connect.NewRequest(&droverv1.GetJobRequest{Id: int64(id)}))
+		if err != nil {
+			return fromError(err)
+		}
+		pj = res.Msg.GetJob()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fromJob(pj)
+}
+
+// Cancel cancels a job that has not finished. Like Get and Retry, it is
+// tried again when no answer came: cancelling a cancelled job returns it.
+func (c *Conn) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
+	var pj *droverv1.Job
+	err := retry(ctx, func() error {
+		res, err := c.jobs.CancelJob(ctx, connect.NewRequest(&droverv1.CancelJobRequest{Id: int64(id)}))
+		if err != nil {
+			return fromError(err)
+		}
+		pj = res.Msg.GetJob()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fromJob(pj)
 }
 
 // Retry makes a job available now.
 func (c *Conn) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
-	res, err := c.jobs.RetryJob(ctx, connect.NewRequest(&droverv1.RetryJobRequest{Id: int64(id)}))
+	var pj *droverv1.Job
+	err := retry(ctx, func() error {
+		res, err := c.jobs.RetryJob(ctx, connect.NewRequest(&droverv1.RetryJobRequest{Id: int64(id)}))
+		if err != nil {
+			return fromError(err)
+		}
+		pj = res.Msg.GetJob()
+		return nil
+	})
 	if err != nil {
-		return nil, fromError(err)
+		return nil, err
 	}
-	return fromJob(res.Msg.GetJob())
+	return fromJob(pj)
 }
 
 // errorDomain is the domain of the server's ErrorInfo details, whose

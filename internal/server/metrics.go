@@ -156,13 +156,14 @@ var (
 	jobsDesc     = prometheus.NewDesc("drover_jobs", "Jobs in the store, by queue and state.", []string{"queue", "state"}, nil)
 	pausedDesc   = prometheus.NewDesc("drover_queue_paused", "1 when the queue is paused.", []string{"queue"}, nil)
 	waitersDesc  = prometheus.NewDesc("drover_lease_waiters", "Lease calls waiting for jobs (long polls).", nil, nil)
+	subsDesc     = prometheus.NewDesc("drover_event_subscribers", "Open subscriptions to job events (gRPC EventService, GraphQL, dashboard).", nil, nil)
 	requestsDesc = prometheus.NewDesc("drover_store_write_requests_total", "Write requests run by the embedded store's writer.", nil, nil)
 	commitsDesc  = prometheus.NewDesc("drover_store_commits_total", "Transactions committed (one fsync each) by the embedded store's writer.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, pausedDesc, waitersDesc, requestsDesc, commitsDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, pausedDesc, waitersDesc, subsDesc, requestsDesc, commitsDesc} {
 		ch <- d
 	}
 }
@@ -185,6 +186,7 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(waitersDesc, prometheus.GaugeValue, float64(c.eng.Waiting()))
+	ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(c.eng.Subscribers()))
 	if s, ok := c.eng.Store().(*sqlitestore.Store); ok {
 		st := s.Stats()
 		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(st.Requests))

@@ -495,6 +495,7 @@ func TestMetrics(t *testing.T) {
 		`drover_http_requests_total{code="201",method="POST",route="POST /v1/jobs"} 1`,
 		`drover_http_requests_total{code="200",method="GET",route="GET /v1/jobs/{id}"} 1`,
 		`drover_lease_waiters 0`,
+		`drover_event_subscribers 0`,
 		`drover_store_commits_total`,
 		`go_goroutines`,
 	} {
