@@ -29,6 +29,9 @@ type RemoteOptions struct {
 	// Logger receives reconnects and refused settles; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Compress gzips large messages (16 KiB and more) both ways: worth
+	// it on a slow link, a waste of CPU on a fast one.
+	Compress bool
 }
 
 // OpenRemote returns a Store on the Drover server at url (for example
@@ -54,7 +57,7 @@ func OpenRemote(url string, opts *RemoteOptions) (*Store, error) {
 	if opts == nil {
 		opts = &RemoteOptions{}
 	}
-	conn, err := remote.Dial(url, remote.Options{Token: opts.Token, TLS: opts.TLS, HTTPClient: opts.HTTPClient, Logger: opts.Logger})
+	conn, err := remote.Dial(url, remote.Options{Token: opts.Token, TLS: opts.TLS, HTTPClient: opts.HTTPClient, Logger: opts.Logger, Compress: opts.Compress})
 	if err != nil {
 		return nil, fmt.Errorf("drover: OpenRemote: %w", err)
 	}
@@ -98,6 +101,8 @@ func (c *Client) startRemote(queue string, slots int) error {
 	sess, err := c.st.remote.Work(remote.WorkOptions{
 		Queues: []string{queue}, LeaseFor: c.cfg.LeaseFor, Worker: c.cfg.ID,
 		OnJobs: func(jobs []*job.Job) { c.accept(sess, jobs) },
+		// As a local fetcher gathers slots (see gatherSlots).
+		GrantBatch: (slots + 1) / 4,
 	})
 	if err != nil {
 		return err

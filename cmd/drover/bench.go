@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -22,6 +23,7 @@ func newBenchCmd() *cobra.Command {
 		databaseURL string
 		cpuProfile  string
 		token       string
+		protocol    string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -38,8 +40,10 @@ library on the embedded store (durable settings):
 With --database-url, they run on PostgreSQL instead, each workload in a
 fresh schema that is dropped afterwards.
 
-With --server URL, W1-W4 run against a running drover serve over REST
-(each run in a fresh queue); W5 is in-process only.
+With --server URL, W1-W4 run against a running drover serve (each run in
+a fresh queue); W5 is in-process only. --protocol says how: rest (HTTP
+calls and long-poll leases) or grpc (the Go library's remote store:
+gRPC inserts and workers on the Work stream).
 
 Progress lines go to stderr; the table (or --json) to stdout.`,
 		Args: noArgs,
@@ -49,6 +53,12 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 			}
 			if databaseURL != "" && server != "" {
 				return &usageError{errors.New("--database-url and --server exclude each other: with --server the server's own store is measured")}
+			}
+			if protocol != "rest" && protocol != "grpc" {
+				return &usageError{fmt.Errorf("--protocol must be rest or grpc, not %q", protocol)}
+			}
+			if protocol == "grpc" && server == "" {
+				return &usageError{errors.New("--protocol grpc needs --server")}
 			}
 			if scale <= 0 || scale > 100 {
 				return &usageError{errors.New("--scale must be in (0, 100]")}
@@ -75,7 +85,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 			}
 			results, err := bench.Run(cmd.Context(), bench.Config{
 				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
-				Server: server, Token: token, DatabaseURL: databaseURL,
+				Server: server, Token: token, DatabaseURL: databaseURL, Protocol: protocol,
 			})
 			if err != nil && len(results) == 0 {
 				if strings.Contains(err.Error(), "unknown workload") {
@@ -102,6 +112,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	f.StringVar(&server, "server", "", "run W1-W4 against a running server over REST instead of in-process")
 	f.StringVar(&token, "token", "", "bearer token for --server")
+	f.StringVar(&protocol, "protocol", "rest", "with --server: rest, or grpc for the Go library's remote store (gRPC and the Work stream)")
 	f.StringVar(&databaseURL, "database-url", "", "run in-process on this PostgreSQL database, each workload in a fresh schema (DROVER_DATABASE_URL)")
 	return cmd
 }

@@ -58,9 +58,13 @@ type Config struct {
 	// Progress receives progress lines; nil discards them.
 	Progress io.Writer
 	// Server, when set, runs the workloads against the server at this
-	// URL over REST instead of in-process; Token authenticates.
+	// URL instead of in-process, over Protocol; Token authenticates.
 	Server string
 	Token  string
+	// Protocol is how the workloads reach Server: "rest" (the default:
+	// HTTP/JSON calls and long-poll leases) or "grpc" (the Go library's
+	// remote store: gRPC inserts, and workers on the Work stream).
+	Protocol string
 	// DatabaseURL, when set, runs the in-process workloads on PostgreSQL:
 	// each in a fresh schema, dropped afterwards.
 	DatabaseURL string
@@ -123,8 +127,19 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		}
 		want[id] = true
 	}
+	switch cfg.Protocol {
+	case "", "rest":
+		cfg.Protocol = "rest"
+	case "grpc":
+		if cfg.Server == "" {
+			return nil, errors.New("protocol grpc needs a server URL")
+		}
+	default:
+		return nil, fmt.Errorf("unknown protocol %q (have rest, grpc)", cfg.Protocol)
+	}
+	remote := cfg.Server != "" && cfg.Protocol == "grpc"
 	var api *restclient.Client
-	if cfg.Server != "" {
+	if cfg.Server != "" && !remote {
 		var err error
 		if api, err = newRESTClient(cfg.Server, cfg.Token); err != nil {
 			return nil, err
@@ -135,7 +150,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		if len(want) > 0 && !want[w.id] {
 			continue
 		}
-		if api != nil && w.rest == nil {
+		if (api != nil && w.rest == nil) || (remote && w.id == "W5") {
 			if want[w.id] {
 				return out, fmt.Errorf("%s measures the server's memory in-process; it does not run with --server", w.id)
 			}
@@ -147,10 +162,16 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			res Result
 			err error
 		)
-		if api != nil {
+		switch {
+		case api != nil:
 			r.queue = fmt.Sprintf("bench-%s-%d", strings.ToLower(w.id), time.Now().UnixNano())
 			res, err = w.rest(ctx, r)
-		} else {
+		case remote:
+			// The library's own workloads, on a remote store.
+			r.queue = fmt.Sprintf("bench-%s-%d", strings.ToLower(w.id), time.Now().UnixNano())
+			res, err = w.run(ctx, r)
+			r.close()
+		default:
 			dir, derr := os.MkdirTemp(cfg.DataDir, "bench-"+strings.ToLower(w.id)+"-")
 			if derr != nil {
 				return out, derr
@@ -208,12 +229,29 @@ type runner struct {
 
 func (r *runner) scaled(n int) int { return max(1, int(float64(n)*r.cfg.Scale)) }
 
+// workQueue is the queue the workload's jobs go to: a fresh one per run
+// on a server, "default" on the workload's own store.
+func (r *runner) workQueue() string {
+	if r.queue == "" {
+		return "default"
+	}
+	return r.queue
+}
+
+// insertOpts puts a job in workQueue.
+func (r *runner) insertOpts() *drover.InsertOpts {
+	return &drover.InsertOpts{Queue: r.workQueue()}
+}
+
 func (r *runner) open() (*drover.Store, error) {
 	var st *drover.Store
 	var err error
-	if r.schema != "" {
+	switch {
+	case r.cfg.Protocol == "grpc":
+		st, err = drover.OpenRemote(r.cfg.Server, &drover.RemoteOptions{Token: r.cfg.Token, Logger: quietLogger()})
+	case r.schema != "":
 		st, err = drover.OpenPostgres(context.Background(), r.cfg.DatabaseURL, &drover.PostgresOptions{Schema: r.schema, Logger: quietLogger()})
-	} else {
+	default:
 		st, err = drover.OpenEmbedded(r.dir, &drover.EmbeddedOptions{NoSync: r.cfg.NoSync, Logger: quietLogger()})
 	}
 	if err != nil {
@@ -271,12 +309,12 @@ func (r *runner) ticker(what string, done func() int, total int) (stop func()) {
 }
 
 // insertBatches inserts n jobs in batches of size through client.
-func insertBatches(ctx context.Context, client *drover.Client, n, size int, inserted *atomic.Int64) error {
+func insertBatches(ctx context.Context, client *drover.Client, opts *drover.InsertOpts, n, size int, inserted *atomic.Int64) error {
 	for done := 0; done < n; {
 		k := min(size, n-done)
 		params := make([]drover.InsertManyParams, k)
 		for i := range params {
-			params[i] = drover.InsertManyParams{Args: newArgs(done + i)}
+			params[i] = drover.InsertManyParams{Args: newArgs(done + i), Opts: opts}
 		}
 		if _, err := client.InsertMany(ctx, params); err != nil {
 			return err
@@ -296,7 +334,7 @@ func w1(ctx context.Context, r *runner) (Result, error) {
 	var inserted atomic.Int64
 	stop := r.ticker("inserted", func() int { return int(inserted.Load()) }, n)
 	start := time.Now()
-	err = insertBatches(ctx, client, n, 1000, &inserted)
+	err = insertBatches(ctx, client, r.insertOpts(), n, 1000, &inserted)
 	elapsed := time.Since(start)
 	stop()
 	return Result{Jobs: n, Seconds: elapsed.Seconds()}, err
@@ -326,7 +364,7 @@ func w2(ctx context.Context, r *runner) (Result, error) {
 					return
 				}
 				t0 := time.Now()
-				if _, err := client.Insert(ctx, newArgs(i), nil); err != nil {
+				if _, err := client.Insert(ctx, newArgs(i), r.insertOpts()); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
@@ -359,7 +397,7 @@ func drain(ctx context.Context, r *runner, st *drover.Store, n, workers int, onW
 		return nil
 	}))
 	client, err := drover.NewClient(st, &drover.Config{
-		Queues:  map[string]drover.QueueConfig{"default": {MaxWorkers: workers}},
+		Queues:  map[string]drover.QueueConfig{r.workQueue(): {MaxWorkers: workers}},
 		Workers: ws, Logger: quietLogger(),
 	})
 	if err != nil {
@@ -408,7 +446,7 @@ func fill(ctx context.Context, r *runner, st *drover.Store, n int) error {
 	var inserted atomic.Int64
 	stop := r.ticker("filling", func() int { return int(inserted.Load()) }, n)
 	defer stop()
-	return insertBatches(ctx, client, n, 1000, &inserted)
+	return insertBatches(ctx, client, r.insertOpts(), n, 1000, &inserted)
 }
 
 func w4(ctx context.Context, r *runner) (Result, error) {
@@ -417,7 +455,7 @@ func w4(ctx context.Context, r *runner) (Result, error) {
 		return Result{}, err
 	}
 	dur := time.Duration(float64(10*time.Second) * r.cfg.Scale)
-	dur = max(dur, time.Second)
+	dur = max(dur, 100*time.Millisecond)
 	n := int(dur / time.Millisecond)
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
@@ -435,7 +473,7 @@ func w4(ctx context.Context, r *runner) (Result, error) {
 		return nil
 	}))
 	client, err := drover.NewClient(st, &drover.Config{
-		Queues:  map[string]drover.QueueConfig{"default": {MaxWorkers: 100}},
+		Queues:  map[string]drover.QueueConfig{r.workQueue(): {MaxWorkers: 100}},
 		Workers: ws, Logger: quietLogger(),
 	})
 	if err != nil {
@@ -449,7 +487,7 @@ func w4(ctx context.Context, r *runner) (Result, error) {
 	waitErr := openLoop(n, func(i int) error {
 		a := newArgs(i)
 		a.Sent = time.Now().UnixNano()
-		_, err := client.Insert(ctx, a, nil)
+		_, err := client.Insert(ctx, a, r.insertOpts())
 		return err
 	})
 	if waitErr == nil {

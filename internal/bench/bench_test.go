@@ -67,10 +67,19 @@ func TestRunRejectsUnknownWorkload(t *testing.T) {
 	}
 }
 
-// TestRunOverRESTSmall runs W1-W4 against the real server assembly over
-// REST at a tiny scale and checks that each reports what it measures.
-func TestRunOverRESTSmall(t *testing.T) {
+// TestRunOverServerSmall runs W1-W4 against the real server assembly over
+// REST and over gRPC (the library's remote store, workers on the Work
+// stream) at a tiny scale and checks that each reports what it measures.
+func TestRunOverServerSmall(t *testing.T) {
 	t.Parallel()
+	// One after the other: under the race detector, two open-loop W4
+	// runs at once can push a server past its request limit.
+	for _, protocol := range []string{"rest", "grpc"} { //nolint:paralleltest // sequential on purpose, see above
+		t.Run(protocol, func(t *testing.T) { runOverServer(t, protocol) })
+	}
+}
+
+func runOverServer(t *testing.T, protocol string) {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Addr = "127.0.0.1:0"
@@ -93,12 +102,13 @@ func TestRunOverRESTSmall(t *testing.T) {
 		}
 	}()
 	var progress bytes.Buffer
-	results, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Scale: 0.02, Progress: &progress})
+	results, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Protocol: protocol, Scale: 0.02, Progress: &progress})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, progress.String())
 	}
+	t.Logf("over %s:\n%s", protocol, progress.String())
 	if len(results) != 4 {
-		t.Fatalf("%d results over REST, want W1-W4", len(results))
+		t.Fatalf("%d results over %s, want W1-W4", len(results), protocol)
 	}
 	for _, r := range results {
 		if r.Jobs <= 0 || r.JobsPerSec <= 0 {
@@ -109,9 +119,17 @@ func TestRunOverRESTSmall(t *testing.T) {
 		}
 	}
 	if !strings.Contains(progress.String(), "W5 skipped") {
-		t.Errorf("W5 not reported as skipped over REST:\n%s", progress.String())
+		t.Errorf("W5 not reported as skipped over %s:\n%s", protocol, progress.String())
 	}
-	if _, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Workloads: []string{"W5"}}); err == nil {
-		t.Error("W5 over REST did not fail")
+	if _, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Protocol: protocol, Workloads: []string{"W5"}}); err == nil {
+		t.Errorf("W5 over %s did not fail", protocol)
+	}
+	if protocol == "grpc" {
+		if _, err := Run(t.Context(), Config{Protocol: "grpc"}); err == nil {
+			t.Error("protocol grpc without a server did not fail")
+		}
+		if _, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Protocol: "carrier-pigeon"}); err == nil {
+			t.Error("an unknown protocol did not fail")
+		}
 	}
 }

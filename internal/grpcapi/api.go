@@ -102,6 +102,10 @@ func New(eng *engine.Engine, opts Options) *API {
 	return &API{eng: eng, opts: opts, log: opts.Logger, health: grpchealth.NewStaticChecker(Services...)}
 }
 
+// compressMinBytes is the size from which an answer is compressed for a
+// client that accepts it.
+const compressMinBytes = 16 << 10
+
 // Mount registers the four drover.v1 services, the health service and
 // reflection on mux, at their gRPC paths (/drover.v1.JobService/Enqueue
 // and so on). Serve mux with HTTP/2 (h2c on plaintext) for gRPC clients;
@@ -111,6 +115,11 @@ func (a *API) Mount(mux *http.ServeMux) {
 	common := slices.Clip(append([]connect.HandlerOption{
 		connect.WithInterceptors(statusRecorder{}, interceptor{a}),
 		connect.WithSendMaxBytes(a.opts.MaxSendBytes),
+		// Compressing a small message costs more than it saves (a gzip
+		// writer's reset alone is about the cost of settling a job):
+		// answers under compressMinBytes go out as they are, even to a
+		// client that accepts gzip.
+		connect.WithCompressMinBytes(compressMinBytes),
 	}, jsonCodecs...))
 	small := connect.WithReadMaxBytes(a.opts.MaxArgsBytes + 64<<10)
 	mux.Handle(droverv1connect.NewJobServiceHandler(&jobService{a}, append(common, connect.WithReadMaxBytes(a.opts.MaxBatchBytes))...))

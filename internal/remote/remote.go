@@ -48,6 +48,10 @@ type Options struct {
 	// MaxMessageBytes bounds a message received from the server; zero
 	// means 64 MiB (a batch of leased jobs with large args).
 	MaxMessageBytes int
+	// Compress asks the server to gzip its large answers (16 KiB and
+	// more) and gzips large requests: worth it on a slow link, a loss of
+	// CPU on a fast one, so off by default.
+	Compress bool
 }
 
 // Conn is a connection to one Drover server. It is safe for concurrent
@@ -86,6 +90,12 @@ func Dial(baseURL string, opts Options) (*Conn, error) {
 		connect.WithGRPC(),
 		connect.WithReadMaxBytes(opts.MaxMessageBytes),
 		connect.WithInterceptors(bearer(opts.Token)),
+	}
+	if opts.Compress {
+		copts = append(copts, connect.WithSendGzip(), connect.WithCompressMinBytes(16<<10))
+	} else {
+		// Connect clients accept gzip unless told not to.
+		copts = append(copts, connect.WithAcceptCompression("gzip", nil, nil))
 	}
 	c.jobs = droverv1connect.NewJobServiceClient(c.client, base, copts...)
 	c.work = droverv1connect.NewWorkerServiceClient(c.client, base, copts...)

@@ -31,7 +31,16 @@ type WorkOptions struct {
 	// stream's reader and must hand the jobs off and return: while it
 	// runs, no acknowledgement is read.
 	OnJobs func([]*job.Job)
+	// GrantBatch is how many freed slots make a grant worth sending at
+	// once; fewer wait up to grantDelay for company. Each grant lets the
+	// server lease, and one lease of many jobs costs the store about what
+	// one lease of one job does. Zero or one sends every grant at once.
+	GrantBatch int
 }
+
+// grantDelay is the longest a freed slot waits for others before its
+// grant is sent: the latency that batching grants may add to a job.
+const grantDelay = 2 * time.Millisecond
 
 // Session is one worker's Work stream that outlives broken connections:
 // it reconnects with backoff, grants the new stream the credits that the
@@ -114,13 +123,40 @@ func (s *Session) wake() {
 }
 
 // credits sends granted credits, coalescing the grants that arrive while
-// a send is under way into one message.
+// a send is under way, or within grantDelay of a small one, into one
+// message.
 func (s *Session) credits() {
+	timer := time.NewTimer(0)
+	<-timer.C
 	for {
 		select {
 		case <-s.kick:
 		case <-s.ctx.Done():
 			return
+		}
+		s.mu.Lock()
+		small := s.unsent < s.opts.GrantBatch && s.unsent < s.owed
+		s.mu.Unlock()
+		if small {
+			// A few slots freed: wait a little for more.
+			timer.Reset(grantDelay)
+		wait:
+			for {
+				select {
+				case <-s.kick:
+					s.mu.Lock()
+					enough := s.unsent >= s.opts.GrantBatch
+					s.mu.Unlock()
+					if enough {
+						timer.Stop()
+						break wait
+					}
+				case <-timer.C:
+					break wait
+				case <-s.ctx.Done():
+					return
+				}
+			}
 		}
 		s.mu.Lock()
 		n, st := s.unsent, s.stream
