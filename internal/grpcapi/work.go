@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -36,8 +37,11 @@ const (
 // credits; the server leases jobs for it (long polls of the engine, at
 // most as many jobs as credits are left) and pushes them; the worker's
 // heartbeats, completions, failures and snoozes each get a WorkAck with
-// the message's correlation id, in the order they arrived. Completions
-// that arrive together are settled in one store call.
+// the message's correlation id. Completions that arrive together are
+// settled in one store call, by a completer that runs beside the loop
+// (one batch in the store while the next gathers), so their acks may
+// come after the acks of messages sent after them; acks of completions
+// keep their order.
 //
 // Leases are the engine's and fenced as everywhere: when the stream ends,
 // jobs it had pushed stay leased to it until they are settled on another
@@ -83,6 +87,18 @@ type worker struct {
 	lease  engine.LeaseRequest
 	// draining is set by a WorkDrain: nothing more is leased.
 	draining bool
+	// sendMu serializes Send: the loop and the completer both answer.
+	sendMu sync.Mutex
+	// batches carries completions to the completer, which settles them
+	// while the loop goes on leasing and reading: one batch in the
+	// store, one gathering behind it.
+	batches chan []*droverv1.WorkRequest
+}
+
+func (w *worker) send(m *droverv1.WorkResponse) error {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.stream.Send(m)
 }
 
 func (w *worker) checkStart() error {
@@ -101,14 +117,30 @@ func (w *worker) checkStart() error {
 }
 
 type leaseResult struct {
-	jobs []*job.Job
-	err  error
+	jobs  []*job.Job
+	err   error
+	asked int // the lease's Max: credits it held while it ran
 }
 
-// run is the stream's loop. It alone sends; a reader goroutine receives.
+// leasesInFlight is how many lease calls one stream runs at once: while
+// one commits, credits granted meanwhile start the next, so a worker
+// that finishes jobs fast does not wait a whole commit for each refill.
+const leasesInFlight = 2
+
+// run is the stream's loop. A reader goroutine receives and a completer
+// goroutine settles completions.
 func (w *worker) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	w.batches = make(chan []*droverv1.WorkRequest, 1)
+	compFailed := make(chan error, 1)
+	compDone := make(chan struct{})
+	go func() {
+		defer close(compDone)
+		w.completer(ctx, compFailed)
+	}()
+	// On the way out the completer settles and acks what it was given.
+	defer func() { close(w.batches); <-compDone }()
 	inbox := make(chan *droverv1.WorkRequest, workInbox)
 	readErr := make(chan error, 1)
 	go func() {
@@ -129,32 +161,45 @@ func (w *worker) run(ctx context.Context) error {
 		}
 	}()
 
-	credits := 0
-	var leaseDone chan leaseResult
+	// credits are the worker's unspent grants; reserved of them are
+	// held by the leases in flight.
+	credits, reserved, inFlight := 0, 0, 0
+	leased := make(chan leaseResult, leasesInFlight)
 	// Leases run under their own context, so that a worker closing its
 	// side ends a lease's wait without ending the stream.
 	lctx, stopLease := context.WithCancel(ctx)
 	defer stopLease()
+	// finishLeases stops the leases in flight and delivers what they
+	// took.
+	finishLeases := func() error {
+		stopLease()
+		for ; inFlight > 0; inFlight-- {
+			res := <-leased
+			reserved -= res.asked
+			if err := w.deliver(res, &credits); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+		}
+		return nil
+	}
 	for {
-		if credits > 0 && leaseDone == nil {
-			leaseDone = make(chan leaseResult, 1)
+		for !w.draining && inFlight < leasesInFlight && credits-reserved > 0 {
 			r := w.lease
-			r.Max = min(credits, engine.MaxLeaseBatch)
-			go func(done chan<- leaseResult) {
+			r.Max = min(credits-reserved, engine.MaxLeaseBatch)
+			reserved += r.Max
+			inFlight++
+			go func() {
 				jobs, err := w.svc.a.eng.Lease(lctx, r)
-				done <- leaseResult{jobs, err}
-			}(leaseDone)
+				leased <- leaseResult{jobs, err, r.Max}
+			}()
 		}
 		select {
 		case msg, ok := <-inbox:
 			if !ok {
 				// The worker closed its side: lease nothing more, but
-				// deliver what a lease in flight took.
-				stopLease()
-				if leaseDone != nil {
-					if err := w.deliver(<-leaseDone, &credits); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-						return err
-					}
+				// deliver what the leases in flight took.
+				if err := finishLeases(); err != nil && ctx.Err() == nil {
+					return err
 				}
 				select {
 				case err := <-readErr:
@@ -170,27 +215,26 @@ func (w *worker) run(ctx context.Context) error {
 			}
 			credits = min(credits+n, maxWorkCredits)
 			if w.draining && !wasDraining {
-				// Deliver what a lease in flight took, then promise
+				// Deliver what the leases in flight took, then promise
 				// the worker that nothing more comes.
-				stopLease()
-				if leaseDone != nil {
-					if err := w.deliver(<-leaseDone, &credits); err != nil && !errors.Is(err, context.Canceled) {
-						return err
-					}
-					leaseDone = nil
+				if err := finishLeases(); err != nil {
+					return err
 				}
-				if err := w.stream.Send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Drained{Drained: &droverv1.WorkDrained{}}}); err != nil {
+				if err := w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Drained{Drained: &droverv1.WorkDrained{}}}); err != nil {
 					return err
 				}
 			}
 			if w.draining {
 				credits = 0
 			}
-		case res := <-leaseDone:
-			leaseDone = nil
+		case res := <-leased:
+			inFlight--
+			reserved -= res.asked
 			if err := w.deliver(res, &credits); err != nil {
 				return err
 			}
+		case err := <-compFailed:
+			return err
 		case <-w.svc.a.eng.Stopping():
 			// Lease calls answer at once from now on: end the stream, so
 			// that the worker reconnects to a node that serves.
@@ -210,7 +254,7 @@ func (w *worker) deliver(res leaseResult, credits *int) error {
 		return nil
 	}
 	*credits -= len(res.jobs)
-	return w.stream.Send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Jobs{Jobs: &droverv1.WorkJobs{Jobs: toJobs(res.jobs)}}})
+	return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Jobs{Jobs: &droverv1.WorkJobs{Jobs: toJobs(res.jobs)}}})
 }
 
 // handle answers a worker message and returns the credits it granted.
@@ -274,9 +318,9 @@ func (w *worker) handleOne(ctx context.Context, msg *droverv1.WorkRequest, inbox
 	}
 }
 
-// complete settles msg's completion together with the completions that
-// wait right behind it in the inbox, in one store call, and acks each.
-// A message of another kind found behind them is handled after.
+// complete hands msg's completion, together with the completions that
+// wait right behind it in the inbox, to the completer as one batch. A
+// message of another kind found behind them is handled after.
 func (w *worker) complete(ctx context.Context, msg *droverv1.WorkRequest, inbox chan *droverv1.WorkRequest) (next *droverv1.WorkRequest, err error) {
 	batch := []*droverv1.WorkRequest{msg}
 gather:
@@ -295,34 +339,76 @@ gather:
 			break gather
 		}
 	}
-	cs := make([]engine.Completion, len(batch))
-	acks := make([]func() error, len(batch))
+	select {
+	case w.batches <- batch:
+		return next, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// completer settles the batches of completions in order, each in one
+// store call, and acks each completion. An error that ends the stream
+// goes to failed; the batches after it are dropped unanswered (their
+// jobs stay leased until settled again or rescued).
+func (w *worker) completer(ctx context.Context, failed chan<- error) {
+	for batch := range w.batches {
+		if err := w.settleCompletions(ctx, batch); err != nil {
+			failed <- err
+			for range w.batches {
+				// Dropped: the loop closes the channel on its way out.
+			}
+			return
+		}
+	}
+}
+
+func (w *worker) settleCompletions(ctx context.Context, batch []*droverv1.WorkRequest) error {
+	cs := make([]engine.Completion, 0, len(batch))
+	idx := make([]int, 0, len(batch))
 	for i, m := range batch {
 		c := m.GetComplete()
 		output, err := valueJSON(c.GetOutput(), "output")
 		if err != nil {
-			acks[i] = func() error { return w.ack(m.GetCorrelationId(), nil, err) }
-			continue
-		}
-		cs[i] = engine.Completion{ID: job.ID(c.GetId()), LeaseToken: c.GetLeaseToken(), Output: output}
-	}
-	res, err := w.svc.a.eng.CompleteMany(ctx, cs)
-	if err != nil {
-		return nil, err
-	}
-	for i, m := range batch {
-		if acks[i] != nil {
-			if err := acks[i](); err != nil {
-				return nil, err
+			if err := w.ack(m.GetCorrelationId(), nil, err); err != nil {
+				return err
 			}
 			continue
 		}
-		r := res[i]
-		if err := w.ack(m.GetCorrelationId(), jobOrNil(r.Job, r.Err), r.Err); err != nil {
-			return nil, err
+		cs = append(cs, engine.Completion{ID: job.ID(c.GetId()), LeaseToken: c.GetLeaseToken(), Output: output})
+		idx = append(idx, i)
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	// Not the stream's context alone: a worker that closes its side
+	// right after its last completions still gets them settled.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	res, err := w.svc.a.eng.CompleteMany(sctx, cs)
+	if err != nil {
+		return err
+	}
+	for k, r := range res {
+		if err := w.ack(batch[idx[k]].GetCorrelationId(), completedJob(r.Job, r.Err), r.Err); err != nil {
+			return err
 		}
 	}
-	return next, nil
+	return nil
+}
+
+// completedJob is what a completion's ack carries: the job's id, state,
+// attempt and finalized_at. The worker has the rest, and sending the whole
+// job (args, output, history) back for every completion would cost more
+// than settling it.
+func completedJob(j *job.Job, err error) *droverv1.Job {
+	if err != nil || j == nil {
+		return nil
+	}
+	return &droverv1.Job{
+		Id: int64(j.ID), State: toState(j.State), Attempt: int32(j.Attempt), //nolint:gosec // G115: attempts are small
+		FinalizedAt: timestamp(j.FinalizedAt),
+	}
 }
 
 func jobOrNil(j *job.Job, err error) *droverv1.Job {
@@ -344,5 +430,5 @@ func (w *worker) ack(id uint64, j *droverv1.Job, err error) error {
 		a.Job = nil
 		a.Error = &droverv1.WorkError{Code: e.Code, Message: err.Error()}
 	}
-	return w.stream.Send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Ack{Ack: a}})
+	return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Ack{Ack: a}})
 }

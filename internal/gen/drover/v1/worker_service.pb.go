@@ -1170,8 +1170,9 @@ type WorkAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The correlation_id of the worker's message.
 	CorrelationId uint64 `protobuf:"varint,1,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
-	// The job after the call (for a heartbeat: its id and new expiry);
-	// absent when error is set.
+	// The job after the call; absent when error is set. For a heartbeat:
+	// its id, state, attempt and new lease_expires_at; for a complete: its
+	// id, state, attempt and finalized_at (the worker has the rest).
 	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// Set when the call was refused; the stream goes on.
 	Error         *WorkError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`

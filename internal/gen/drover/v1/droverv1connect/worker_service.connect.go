@@ -67,8 +67,10 @@ type WorkerServiceClient interface {
 	// server pushes leased jobs as credits and jobs allow, each job using
 	// one credit. The worker sends heartbeats, completions, failures and
 	// snoozes on the same stream, each with a correlation id that the
-	// server's WorkAck echoes, one ack per message. A settled job does not
-	// return its credit: the worker grants again when it has room.
+	// server's WorkAck echoes, one ack per message. Acks of completions come
+	// in the order of the completions, but may follow the acks of later
+	// messages of other kinds. A settled job does not return its credit:
+	// the worker grants again when it has room.
 	Work(context.Context) *connect.BidiStreamForClient[v1.WorkRequest, v1.WorkResponse]
 }
 
@@ -182,8 +184,10 @@ type WorkerServiceHandler interface {
 	// server pushes leased jobs as credits and jobs allow, each job using
 	// one credit. The worker sends heartbeats, completions, failures and
 	// snoozes on the same stream, each with a correlation id that the
-	// server's WorkAck echoes, one ack per message. A settled job does not
-	// return its credit: the worker grants again when it has room.
+	// server's WorkAck echoes, one ack per message. Acks of completions come
+	// in the order of the completions, but may follow the acks of later
+	// messages of other kinds. A settled job does not return its credit:
+	// the worker grants again when it has room.
 	Work(context.Context, *connect.BidiStream[v1.WorkRequest, v1.WorkResponse]) error
 }
 
