@@ -49,8 +49,6 @@ type RemoteOptions struct {
 //     job pushed at the instant of the break is re-delivered after its
 //     lease expires.
 //   - InsertTx needs PostgreSQL and is refused.
-//   - Args travel as JSON values in protobuf: integers beyond 2^53 lose
-//     precision (send them as strings).
 //
 // No call is made until the first insert or Start.
 func OpenRemote(url string, opts *RemoteOptions) (*Store, error) {

@@ -344,3 +344,35 @@ func TestRemoteInsertAnswerLost(t *testing.T) {
 		t.Fatalf("Insert = %+v", res)
 	}
 }
+
+// bigArgs carries an integer that a double cannot hold.
+type bigArgs struct {
+	N int64 `json:"n"`
+}
+
+func (bigArgs) Kind() string { return "test.big" }
+
+// TestRemoteArgsKeepPrecision sends 2^53+1 through a remote insert and a
+// Work stream: the library sends and receives args as JSON text, so the
+// worker sees the exact number (a protobuf Value would round it).
+func TestRemoteArgsKeepPrecision(t *testing.T) {
+	t.Parallel()
+	const n = int64(1)<<53 + 1
+	got := make(chan int64, 1)
+	ws := drover.NewWorkers()
+	drover.AddWorker(ws, drover.WorkFunc(func(_ context.Context, j *drover.Job[bigArgs]) error {
+		got <- j.Args.N
+		return nil
+	}))
+	c := libStores[1].startClient(t, ws, drover.Config{})
+	res, err := c.Insert(t.Context(), bigArgs{N: n}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := recv(t, got, 10*time.Second, "the worker"); v != n {
+		t.Fatalf("the worker got %d, want %d", v, n)
+	}
+	if string(res.Job.Args) != `{"n":9007199254740993}` {
+		t.Errorf("insert answered args %s", res.Job.Args)
+	}
+}

@@ -157,12 +157,46 @@ func toJobs(js []*job.Job) []*droverv1.Job {
 	return out
 }
 
+// toJobAs is toJob with, when argsJSON, the args as JSON text in
+// args_json instead of a Value: for a Work stream that asked for it and
+// for the answer to an enqueue that sent args_json. No Value is built on
+// this side or taken apart on the other, and no integer is rounded.
+func toJobAs(j *job.Job, argsJSON bool) *droverv1.Job {
+	if !argsJSON {
+		return toJob(j)
+	}
+	bare := *j // a copy without args
+	bare.Args = nil
+	out := toJob(&bare)
+	out.Args = nil
+	out.ArgsJson = j.Args
+	if len(j.Args) == 0 {
+		out.ArgsJson = []byte("null")
+	}
+	return out
+}
+
+func toJobsAs(js []*job.Job, argsJSON bool) []*droverv1.Job {
+	out := make([]*droverv1.Job, len(js))
+	for i, j := range js {
+		out[i] = toJobAs(j, argsJSON)
+	}
+	return out
+}
+
 // spec turns an enqueue request into the engine's spec; prefix names the
 // request's fields in errors ("jobs[3]." in a batch).
 func spec(r *droverv1.EnqueueRequest, prefix string) (job.Spec, error) {
 	args, err := valueJSON(r.GetArgs(), prefix+"args")
 	if err != nil {
 		return job.Spec{}, err
+	}
+	if raw := r.GetArgsJson(); len(raw) > 0 {
+		if r.GetArgs() != nil {
+			return job.Spec{}, &job.ValidationError{Field: prefix + "args_json", Message: "give args or args_json, not both"}
+		}
+		// The engine checks it is JSON and normalizes it, as for REST.
+		args = raw
 	}
 	md, err := structJSON(r.GetMetadata(), prefix+"metadata")
 	if err != nil {

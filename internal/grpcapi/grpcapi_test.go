@@ -538,3 +538,45 @@ func TestWorkStreamDrain(t *testing.T) {
 		t.Fatalf("%d jobs available after the drain (%v), want the new one untouched", len(res.Jobs), err)
 	}
 }
+
+// TestArgsJSON sends args as JSON text: they are stored exactly (an
+// integer a double cannot hold survives), answered as JSON text, pushed as
+// JSON text on a stream that asks for it, and refused together with args.
+func TestArgsJSON(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, engine.Config{})
+	jobs := droverv1connect.NewJobServiceClient(h.client, h.url, connect.WithGRPC())
+	const text = `{"n":9007199254740993}`
+	res, err := jobs.Enqueue(t.Context(), connect.NewRequest(&droverv1.EnqueueRequest{Kind: "k", Queue: "aj", ArgsJson: []byte(`{ "n" : 9007199254740993 }`)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Msg.GetJob(); string(got.GetArgsJson()) != text || got.GetArgs() != nil {
+		t.Fatalf("enqueue answered args %v / args_json %s, want args_json %s", got.GetArgs(), got.GetArgsJson(), text)
+	}
+	stored, err := h.eng.Get(t.Context(), job.ID(res.Msg.GetJob().GetId()))
+	if err != nil || string(stored.Args) != text {
+		t.Fatalf("stored args %s (%v), want %s", stored.Args, err, text)
+	}
+	_, err = jobs.Enqueue(t.Context(), connect.NewRequest(&droverv1.EnqueueRequest{Kind: "k", Args: structpb.NewNumberValue(1), ArgsJson: []byte("1")}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("args and args_json together: %v, want INVALID_ARGUMENT", err)
+	}
+	_, err = jobs.Enqueue(t.Context(), connect.NewRequest(&droverv1.EnqueueRequest{Kind: "k", ArgsJson: []byte("{not json")}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("args_json that is not JSON: %v, want INVALID_ARGUMENT", err)
+	}
+
+	workers := droverv1connect.NewWorkerServiceClient(h.client, h.url, connect.WithGRPC())
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	w := &workStream{t: t, s: workers.Work(ctx)}
+	w.send(0, &droverv1.WorkRequest{Message: &droverv1.WorkRequest_Start{Start: &droverv1.WorkStart{Queues: []string{"aj"}, ArgsJson: true}}})
+	w.credit(1)
+	pushed := w.jobs(1)[0]
+	if string(pushed.GetArgsJson()) != text || pushed.GetArgs() != nil {
+		t.Fatalf("pushed args %v / args_json %s, want args_json %s", pushed.GetArgs(), pushed.GetArgsJson(), text)
+	}
+	w.s.CloseRequest()  //nolint:errcheck // the test is over
+	w.s.CloseResponse() //nolint:errcheck // the test is over
+}

@@ -28,7 +28,7 @@ func (s *jobService) Enqueue(ctx context.Context, req *connect.Request[droverv1.
 		return nil, err
 	}
 	out, err := s.enqueue(ctx, req, []job.Spec{sp}, func(res []store.InsertResult) proto.Message {
-		j := toJob(res[0].Job)
+		j := toJobAs(res[0].Job, len(req.Msg.GetArgsJson()) > 0)
 		j.Duplicate = res[0].Duplicate
 		return &droverv1.EnqueueResponse{Job: j}
 	}, &droverv1.EnqueueResponse{})
@@ -53,7 +53,7 @@ func (s *jobService) EnqueueBatch(ctx context.Context, req *connect.Request[drov
 	out, err := s.enqueue(ctx, req, specs, func(res []store.InsertResult) proto.Message {
 		out := &droverv1.EnqueueBatchResponse{Jobs: make([]*droverv1.Job, len(res))}
 		for i, r := range res {
-			out.Jobs[i] = toJob(r.Job)
+			out.Jobs[i] = toJobAs(r.Job, len(req.Msg.GetJobs()[i].GetArgsJson()) > 0)
 			out.Jobs[i].Duplicate = r.Duplicate
 		}
 		return out

@@ -67,6 +67,7 @@ func (s *workerService) Work(ctx context.Context, stream *connect.BidiStream[dro
 			Queues: start.GetQueues(), LeaseFor: duration(start.GetLeaseFor()),
 			Worker: start.GetWorker(), Wait: workLeaseWait,
 		},
+		argsJSON: start.GetArgsJson(),
 	}
 	// The lease request is checked once, before anything runs, with a
 	// lease call that takes no job.
@@ -85,6 +86,8 @@ type worker struct {
 	svc    *workerService
 	stream *connect.BidiStream[droverv1.WorkRequest, droverv1.WorkResponse]
 	lease  engine.LeaseRequest
+	// argsJSON pushes args as JSON text (WorkStart.args_json).
+	argsJSON bool
 	// draining is set by a WorkDrain: nothing more is leased.
 	draining bool
 	// sendMu serializes Send: the loop and the completer both answer.
@@ -254,7 +257,7 @@ func (w *worker) deliver(res leaseResult, credits *int) error {
 		return nil
 	}
 	*credits -= len(res.jobs)
-	return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Jobs{Jobs: &droverv1.WorkJobs{Jobs: toJobs(res.jobs)}}})
+	return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Jobs{Jobs: &droverv1.WorkJobs{Jobs: toJobsAs(res.jobs, w.argsJSON)}}})
 }
 
 // handle answers a worker message and returns the credits it granted.

@@ -23,15 +23,10 @@ import (
 // enqueueRequest turns a spec into the wire request; prefix names the
 // spec's fields in errors ("jobs[3]." in a batch).
 func enqueueRequest(sp job.Spec, prefix string) (*droverv1.EnqueueRequest, error) {
-	args := structpb.NewNullValue()
-	if len(sp.Args) > 0 {
-		args = &structpb.Value{}
-		if err := protojson.Unmarshal(sp.Args, args); err != nil {
-			return nil, &job.ValidationError{Field: prefix + "args", Message: "not valid JSON: " + err.Error()}
-		}
-	}
+	// Args go as JSON text: exact (no integer turned into a double) and
+	// checked and normalized by the server as REST's are.
 	r := &droverv1.EnqueueRequest{
-		Kind: sp.Kind, Queue: sp.Queue, Args: args,
+		Kind: sp.Kind, Queue: sp.Queue, ArgsJson: sp.Args,
 		Priority: int32(sp.Priority), MaxAttempts: int32(sp.MaxAttempts), //nolint:gosec // G115: the server checks the range
 		Tags: sp.Tags,
 	}
@@ -79,7 +74,9 @@ func fromJob(p *droverv1.Job) (*job.Job, error) {
 		LeaseExpiresAt: optTime(p.GetLeaseExpiresAt()),
 	}
 	var err error
-	if j.Args, err = jsonOf(p.GetArgs()); err != nil {
+	if raw := p.GetArgsJson(); len(raw) > 0 {
+		j.Args = raw
+	} else if j.Args, err = jsonOf(p.GetArgs()); err != nil {
 		return nil, err
 	}
 	if len(j.Args) == 0 {

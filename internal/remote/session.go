@@ -203,7 +203,7 @@ func (s *Session) run() {
 		}
 		st := s.conn.work.Work(s.ctx)
 		start := &droverv1.WorkRequest{Message: &droverv1.WorkRequest_Start{Start: &droverv1.WorkStart{
-			Queues: s.opts.Queues, Worker: s.opts.Worker,
+			Queues: s.opts.Queues, Worker: s.opts.Worker, ArgsJson: true,
 		}}}
 		if s.opts.LeaseFor > 0 {
 			start.GetStart().LeaseFor = durationpb.New(s.opts.LeaseFor)

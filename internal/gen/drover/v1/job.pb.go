@@ -110,7 +110,10 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 // object), so that the Connect and gRPC-JSON codecs show them as plain
 // JSON. The price: a protobuf Value holds numbers as doubles, so an
 // integer beyond 2^53 in args loses precision on its way through this face
-// (REST keeps the exact text). Send such numbers as strings.
+// (REST keeps the exact text). Send such numbers as strings, or use the
+// JSON-text fields: EnqueueRequest.args_json, and WorkStart.args_json for
+// the jobs a Work stream pushes (Job.args_json), which keep the exact text
+// and cost less to encode and decode.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job's id, assigned by the store in increasing order.
@@ -161,7 +164,10 @@ type Job struct {
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
 	// Set in enqueue responses when a live job already held the unique key:
 	// this is that job and nothing was inserted.
-	Duplicate     bool `protobuf:"varint,24,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,24,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The args as JSON text (UTF-8), exactly as stored, instead of args:
+	// set only on the jobs of a Work stream opened with args_json.
+	ArgsJson      []byte `protobuf:"bytes,25,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -364,6 +370,13 @@ func (x *Job) GetDuplicate() bool {
 	return false
 }
 
+func (x *Job) GetArgsJson() []byte {
+	if x != nil {
+		return x.ArgsJson
+	}
+	return nil
+}
+
 // AttemptError is one failed attempt in a job's history.
 type AttemptError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -441,7 +454,7 @@ var File_drover_v1_job_proto protoreflect.FileDescriptor
 
 const file_drover_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13drover/v1/job.proto\x12\tdrover.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\a\n" +
+	"\x13drover/v1/job.proto\x12\tdrover.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
@@ -472,7 +485,8 @@ const file_drover_v1_job_proto_rawDesc = "" +
 	"\vlease_token\x18\x16 \x01(\tR\n" +
 	"leaseToken\x12D\n" +
 	"\x10lease_expires_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x1c\n" +
-	"\tduplicate\x18\x18 \x01(\bR\tduplicate\"\x86\x01\n" +
+	"\tduplicate\x18\x18 \x01(\bR\tduplicate\x12\x1b\n" +
+	"\targs_json\x18\x19 \x01(\fR\bargsJson\"\x86\x01\n" +
 	"\fAttemptError\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +

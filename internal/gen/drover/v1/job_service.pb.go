@@ -104,7 +104,10 @@ type EnqueueRequest struct {
 	// A JSON object of labels.
 	Metadata *structpb.Struct `protobuf:"bytes,11,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Jobs that must complete before this one becomes available.
-	DependsOn     []int64 `protobuf:"varint,12,rep,packed,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	DependsOn []int64 `protobuf:"varint,12,rep,packed,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// Or: the args as JSON text (UTF-8), kept exactly (no loss of integer
+	// precision). Give args or args_json, not both.
+	ArgsJson      []byte `protobuf:"bytes,13,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +222,13 @@ func (x *EnqueueRequest) GetMetadata() *structpb.Struct {
 func (x *EnqueueRequest) GetDependsOn() []int64 {
 	if x != nil {
 		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *EnqueueRequest) GetArgsJson() []byte {
+	if x != nil {
+		return x.ArgsJson
 	}
 	return nil
 }
@@ -945,7 +955,7 @@ var File_drover_v1_job_service_proto protoreflect.FileDescriptor
 
 const file_drover_v1_job_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdrover/v1/job_service.proto\x12\tdrover.v1\x1a\x13drover/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x03\n" +
+	"\x1bdrover/v1/job_service.proto\x12\tdrover.v1\x1a\x13drover/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x03\n" +
 	"\x0eEnqueueRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12*\n" +
 	"\x04args\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x04args\x12\x14\n" +
@@ -960,7 +970,8 @@ const file_drover_v1_job_service_proto_rawDesc = "" +
 	" \x03(\tR\x04tags\x123\n" +
 	"\bmetadata\x18\v \x01(\v2\x17.google.protobuf.StructR\bmetadata\x12\x1d\n" +
 	"\n" +
-	"depends_on\x18\f \x03(\x03R\tdependsOn\"m\n" +
+	"depends_on\x18\f \x03(\x03R\tdependsOn\x12\x1b\n" +
+	"\targs_json\x18\r \x01(\fR\bargsJson\"m\n" +
 	"\rUniqueOptions\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x17\n" +
 	"\aby_args\x18\x02 \x01(\bR\x06byArgs\x121\n" +

@@ -832,7 +832,10 @@ type WorkStart struct {
 	// Lease length of every job pushed on the stream; default 30s.
 	LeaseFor *durationpb.Duration `protobuf:"bytes,2,opt,name=lease_for,json=leaseFor,proto3" json:"lease_for,omitempty"`
 	// The worker's name, shown to operators.
-	Worker        string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	Worker string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	// Push each job's args as JSON text in Job.args_json instead of
+	// Job.args: exact, and cheaper on both sides.
+	ArgsJson      bool `protobuf:"varint,4,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -886,6 +889,13 @@ func (x *WorkStart) GetWorker() string {
 		return x.Worker
 	}
 	return ""
+}
+
+func (x *WorkStart) GetArgsJson() bool {
+	if x != nil {
+		return x.ArgsJson
+	}
+	return false
 }
 
 // WorkCredit grants the server room for more jobs.
@@ -1342,11 +1352,12 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"\x06snooze\x18\x06 \x01(\v2\x18.drover.v1.SnoozeRequestH\x00R\x06snooze\x12,\n" +
 	"\x05drain\x18\b \x01(\v2\x14.drover.v1.WorkDrainH\x00R\x05drain\x12%\n" +
 	"\x0ecorrelation_id\x18\a \x01(\x04R\rcorrelationIdB\t\n" +
-	"\amessage\"s\n" +
+	"\amessage\"\x90\x01\n" +
 	"\tWorkStart\x12\x16\n" +
 	"\x06queues\x18\x01 \x03(\tR\x06queues\x126\n" +
 	"\tlease_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bleaseFor\x12\x16\n" +
-	"\x06worker\x18\x03 \x01(\tR\x06worker\"&\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\x12\x1b\n" +
+	"\targs_json\x18\x04 \x01(\bR\bargsJson\"&\n" +
 	"\n" +
 	"WorkCredit\x12\x18\n" +
 	"\acredits\x18\x01 \x01(\x05R\acredits\"\v\n" +
