@@ -12,6 +12,10 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS      := ./...
 GOLANGCI  := $(GO) tool -modfile=tools/go.mod golangci-lint
 BUF       := $(GO) tool -modfile=tools/go.mod buf
+# gqlgen is pinned by the tool directive of go.mod, at the version of its
+# runtime library; its paths are relative to its config, so it runs there.
+GQLGEN     = (cd api/graphql && $(GO) tool gqlgen generate --config gqlgen.yml)
+GQLGEN_OUT := internal/graphqlapi/exec_gen.go internal/graphqlapi/models_gen.go
 
 .PHONY: help build run test test-short pg lint golangci-lint fmt vet crash soak faults partition overload vulncheck fuzz fuzz-ci bench bench-workloads generate gen-check verify clean
 
@@ -84,15 +88,25 @@ bench: ## store and library micro-benchmarks
 bench-workloads: build ## the W1-W5 workloads of DESIGN.md section 5, in-process on the embedded store
 	./bin/drover bench
 
-generate: ## lint api/proto and regenerate internal/gen (buf and plugins pinned in tools/go.mod)
+generate: ## lint api/proto and regenerate internal/gen (buf and plugins pinned in tools/go.mod) and internal/graphqlapi/*_gen.go (gqlgen, pinned in go.mod)
 	$(BUF) lint
 	$(BUF) generate
+	$(GQLGEN)
 
-gen-check: ## fail if api/proto breaks its lint or internal/gen is not what make generate writes
+gen-check: ## fail if api/proto breaks its lint, or internal/gen or internal/graphqlapi/*_gen.go is not what make generate writes
 	$(BUF) lint
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 		$(BUF) generate -o "$$tmp" && \
 		diff -r internal/gen "$$tmp/internal/gen" || { echo "internal/gen is stale: run make generate" >&2; exit 1; }
+	@# gqlgen writes only where its config says: regenerate in place, compare
+	@# with what was there, and put that back, so that the check changes nothing.
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		cp $(GQLGEN_OUT) "$$tmp/" && \
+		{ $(GQLGEN) || failed=1; } && \
+		stale=; for f in $(GQLGEN_OUT); do diff "$$tmp/$$(basename $$f)" $$f || stale="$$stale $$f"; done; \
+		for f in $(GQLGEN_OUT); do cp "$$tmp/$$(basename $$f)" $$f; done; \
+		if [ -n "$$failed" ]; then echo "gqlgen failed on api/graphql (see above)" >&2; exit 1; fi; \
+		if [ -n "$$stale" ]; then echo "stale:$$stale: run make generate" >&2; exit 1; fi
 
 verify: lint gen-check ## checks that generated and tidy files are fresh
 	$(GO) mod tidy -diff

@@ -79,6 +79,18 @@ type Config struct {
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on this
 	// separate address, which must be loopback unless Insecure.
 	DebugAddr string `koanf:"debug_addr"`
+	// GraphQLIntrospection allows GraphQL introspection (__schema,
+	// __type), which the query page and GraphQL tools use to show the
+	// schema. The schema is public (api/graphql in the source), so it is
+	// on by default; turn it off to hide it from clients.
+	GraphQLIntrospection bool `koanf:"graphql_introspection"`
+	// GraphQLMaxDepth, GraphQLMaxComplexity and GraphQLMaxAliases limit a
+	// GraphQL document: how deeply its selections nest, its complexity
+	// (each field costs one plus its selections; a list of jobs costs its
+	// page size times one job's selection), and its aliased fields.
+	GraphQLMaxDepth      int `koanf:"graphql_max_depth"`
+	GraphQLMaxComplexity int `koanf:"graphql_max_complexity"`
+	GraphQLMaxAliases    int `koanf:"graphql_max_aliases"`
 	// Version is the running binary's version, shown in the API document;
 	// set by the command, not by users.
 	Version string `koanf:"-"`
@@ -103,6 +115,11 @@ func Default() Config {
 		RetainCompleted:   24 * time.Hour,
 		RetainCancelled:   7 * 24 * time.Hour,
 		RetainDiscarded:   7 * 24 * time.Hour,
+
+		GraphQLIntrospection: true,
+		GraphQLMaxDepth:      12,
+		GraphQLMaxComplexity: 50_000,
+		GraphQLMaxAliases:    30,
 	}
 }
 
@@ -133,6 +150,10 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Var(&memLimit, "memory-limit", "cap on the server's memory, as in 1GiB: Go's soft limit, and 429 rather than growth near it; default: none (DROVER_MEMORY_LIMIT)")
 	fs.Duration("read-header-timeout", d.ReadHeaderTimeout, "close connections that take longer to send a request's headers (DROVER_READ_HEADER_TIMEOUT)")
 	fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this HOST:PORT (DROVER_DEBUG_ADDR)")
+	fs.Bool("graphql-introspection", d.GraphQLIntrospection, "allow GraphQL introspection (__schema, __type); --graphql-introspection=false hides the schema (DROVER_GRAPHQL_INTROSPECTION)")
+	fs.Int("graphql-max-depth", d.GraphQLMaxDepth, "deepest nesting of a GraphQL document's selections (DROVER_GRAPHQL_MAX_DEPTH)")
+	fs.Int("graphql-max-complexity", d.GraphQLMaxComplexity, "largest complexity of a GraphQL operation (DROVER_GRAPHQL_MAX_COMPLEXITY)")
+	fs.Int("graphql-max-aliases", d.GraphQLMaxAliases, "most aliased fields in a GraphQL document (DROVER_GRAPHQL_MAX_ALIASES)")
 	fs.Bool("unsafe-no-sync", false, "do not fsync commits: acknowledged jobs may be lost on power failure (DROVER_UNSAFE_NO_SYNC)")
 }
 
@@ -210,6 +231,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("debug_addr %q: %w", c.DebugAddr, err))
 		} else if !c.Insecure && !IsLoopback(host) {
 			errs = append(errs, fmt.Errorf("debug_addr %q is not a loopback address: the profiler must not be exposed (pass --insecure to insist)", c.DebugAddr))
+		}
+	}
+	for _, l := range []struct {
+		name   string
+		v, max int
+	}{{"graphql_max_depth", c.GraphQLMaxDepth, 1000}, {"graphql_max_complexity", c.GraphQLMaxComplexity, 100_000_000}, {"graphql_max_aliases", c.GraphQLMaxAliases, 100_000}} {
+		if l.v < 1 || l.v > l.max {
+			errs = append(errs, fmt.Errorf("%s %d: want 1 to %d", l.name, l.v, l.max))
 		}
 	}
 	if c.DatabaseURL == "" && c.DataDir == "" {

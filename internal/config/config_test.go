@@ -191,6 +191,27 @@ func TestLoadParsesBooleansAndIntegersFromStrings(t *testing.T) {
 	}
 }
 
+// TestLoadGraphQLSettings checks the GraphQL settings: introspection on
+// by default and turned off by flag or environment, and the limits read
+// from each source.
+func TestLoadGraphQLSettings(t *testing.T) {
+	t.Parallel()
+	d := mustLoad(t, nil, nil)
+	if !d.GraphQLIntrospection || d.GraphQLMaxDepth != 12 || d.GraphQLMaxComplexity != 50_000 || d.GraphQLMaxAliases != 30 {
+		t.Errorf("defaults: introspection %t, depth %d, complexity %d, aliases %d", d.GraphQLIntrospection, d.GraphQLMaxDepth, d.GraphQLMaxComplexity, d.GraphQLMaxAliases)
+	}
+	if got := mustLoad(t, []string{"--graphql-introspection=false"}, nil); got.GraphQLIntrospection {
+		t.Error("--graphql-introspection=false left introspection on")
+	}
+	if got := mustLoad(t, nil, []string{"DROVER_GRAPHQL_INTROSPECTION=false"}); got.GraphQLIntrospection {
+		t.Error("DROVER_GRAPHQL_INTROSPECTION=false left introspection on")
+	}
+	got := mustLoad(t, []string{"--graphql-max-depth", "7"}, []string{"DROVER_GRAPHQL_MAX_COMPLEXITY=900", "DROVER_GRAPHQL_MAX_ALIASES=4"})
+	if got.GraphQLMaxDepth != 7 || got.GraphQLMaxComplexity != 900 || got.GraphQLMaxAliases != 4 {
+		t.Errorf("limits: depth %d, complexity %d, aliases %d; want 7, 900, 4", got.GraphQLMaxDepth, got.GraphQLMaxComplexity, got.GraphQLMaxAliases)
+	}
+}
+
 func TestLoadRejectsBadValuesNamingTheKey(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -216,6 +237,9 @@ func TestLoadRejectsBadValuesNamingTheKey(t *testing.T) {
 		{name: "lease_for too short", env: []string{"DROVER_LEASE_FOR=10ms"}, wantKey: "lease_for"},
 		{name: "shutdown_timeout zero", env: []string{"DROVER_SHUTDOWN_TIMEOUT=0s"}, wantKey: "shutdown_timeout"},
 		{name: "empty data_dir", env: []string{"DROVER_DATA_DIR="}, wantKey: "data_dir"},
+		{name: "graphql_max_depth zero", env: []string{"DROVER_GRAPHQL_MAX_DEPTH=0"}, wantKey: "graphql_max_depth"},
+		{name: "graphql_max_complexity negative", args: []string{"--graphql-max-complexity=-1"}, wantKey: "graphql_max_complexity"},
+		{name: "graphql_max_aliases too large", file: "graphql_max_aliases: 1000000\n", wantKey: "graphql_max_aliases"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,7 +38,13 @@ import (
 // checks that every face gives the transcript the case expects, stable
 // error codes included, and that each face's own status for a code (HTTP
 // status, gRPC code) is the one the shared error table (errcode) gives.
-// GraphQL will be a third face.
+// GraphQL is the third face: its errors carry the code in
+// extensions.code, in a 200 response.
+
+// failHow says how a fail settles the job besides recording the error.
+type failHow struct {
+	discard, cancel bool
+}
 
 // outcome is a face's answer in neutral terms.
 type outcome struct {
@@ -79,7 +85,7 @@ type face interface {
 	enqueue(t *testing.T, token string, e enqueueArgs) outcome
 	lease(t *testing.T, token, queue string) outcome
 	complete(t *testing.T, token string, id int64, leaseToken string) outcome
-	fail(t *testing.T, token string, id int64, leaseToken string, discard bool) outcome
+	fail(t *testing.T, token string, id int64, leaseToken string, how failHow) outcome
 	retry(t *testing.T, token string, id int64) outcome
 	get(t *testing.T, token string, id int64) outcome
 	setPaused(t *testing.T, token, queue string, paused bool) outcome
@@ -150,7 +156,7 @@ var faceCases = []struct {
 			f.enqueue(t, tok[auth.ScopeProducer], enqueueArgs{kind: "k", queue: q})
 			l := f.lease(t, tok[auth.ScopeWorker], q).job()
 			stale := f.complete(t, tok[auth.ScopeWorker], l.id, "not-the-token")
-			staleFail := f.fail(t, tok[auth.ScopeWorker], l.id, "not-the-token", false)
+			staleFail := f.fail(t, tok[auth.ScopeWorker], l.id, "not-the-token", failHow{})
 			ok := f.complete(t, tok[auth.ScopeWorker], l.id, l.leaseToken)
 			again := f.complete(t, tok[auth.ScopeWorker], l.id, l.leaseToken)
 			return []string{line("complete with a wrong token", stale), line("fail with a wrong token", staleFail),
@@ -164,14 +170,25 @@ var faceCases = []struct {
 		run: func(t *testing.T, f face, tok tokens, q string) []string {
 			f.enqueue(t, tok[auth.ScopeProducer], enqueueArgs{kind: "k", queue: q})
 			l := f.lease(t, tok[auth.ScopeWorker], q).job()
-			failed := f.fail(t, tok[auth.ScopeWorker], l.id, l.leaseToken, false)
+			failed := f.fail(t, tok[auth.ScopeWorker], l.id, l.leaseToken, failHow{})
 			l2 := f.lease(t, tok[auth.ScopeWorker], q)
-			discarded := f.fail(t, tok[auth.ScopeWorker], l.id, l2.job().leaseToken, true)
+			discarded := f.fail(t, tok[auth.ScopeWorker], l.id, l2.job().leaseToken, failHow{discard: true})
 			retried := f.retry(t, tok[auth.ScopeAdmin], l.id)
 			return []string{line("fail", failed), line("lease", l2), line("fail with discard", discarded), line("retry", retried)}
 		},
 		want: []string{"fail: ok, available attempt 1", "lease: ok, running attempt 2",
 			"fail with discard: ok, discarded attempt 2", "retry: ok, available attempt 2"},
+	},
+	{
+		name: "fail with cancel",
+		run: func(t *testing.T, f face, tok tokens, q string) []string {
+			f.enqueue(t, tok[auth.ScopeProducer], enqueueArgs{kind: "k", queue: q})
+			l := f.lease(t, tok[auth.ScopeWorker], q).job()
+			both := f.fail(t, tok[auth.ScopeWorker], l.id, l.leaseToken, failHow{discard: true, cancel: true})
+			cancelled := f.fail(t, tok[auth.ScopeWorker], l.id, l.leaseToken, failHow{cancel: true})
+			return []string{line("fail with discard and cancel", both), line("fail with cancel", cancelled)}
+		},
+		want: []string{"fail with discard and cancel: invalid_argument", "fail with cancel: ok, cancelled attempt 1"},
 	},
 	{
 		name: "unique duplicate",
@@ -245,8 +262,8 @@ var faceCases = []struct {
 	},
 }
 
-// TestFacesAgree runs every scenario through REST and gRPC against one
-// server on the embedded store, with tokens enforced.
+// TestFacesAgree runs every scenario through REST, gRPC and GraphQL
+// against one server on the embedded store, with tokens enforced.
 func TestFacesAgree(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
@@ -277,7 +294,7 @@ func TestFacesAgreePostgres(t *testing.T) {
 func runFaces(t *testing.T, cfg config.Config, tok tokens) {
 	t.Helper()
 	r := serve(t, cfg)
-	faces := []face{newRESTFace(t, r.url), newGRPCFace(t, r.url)}
+	faces := []face{newRESTFace(t, r.url), newGRPCFace(t, r.url), newGraphQLFace(t, r.url)}
 	for _, tc := range faceCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -427,9 +444,9 @@ func (f *restFace) complete(t *testing.T, token string, id int64, leaseToken str
 	return f.oneJob(t, http.MethodPost, "/v1/jobs/"+strconv.FormatInt(id, 10)+"/complete", token, map[string]any{"lease_token": leaseToken})
 }
 
-func (f *restFace) fail(t *testing.T, token string, id int64, leaseToken string, discard bool) outcome {
+func (f *restFace) fail(t *testing.T, token string, id int64, leaseToken string, how failHow) outcome {
 	return f.oneJob(t, http.MethodPost, "/v1/jobs/"+strconv.FormatInt(id, 10)+"/fail", token,
-		map[string]any{"lease_token": leaseToken, "error": "boom", "retry_in": "0s", "discard": discard})
+		map[string]any{"lease_token": leaseToken, "error": "boom", "retry_in": "0s", "discard": how.discard, "cancel": how.cancel})
 }
 
 func (f *restFace) retry(t *testing.T, token string, id int64) outcome {
@@ -592,9 +609,9 @@ func (f *grpcFace) complete(t *testing.T, token string, id int64, leaseToken str
 	return grpcOne(t, res, err)
 }
 
-func (f *grpcFace) fail(t *testing.T, token string, id int64, leaseToken string, discard bool) outcome {
+func (f *grpcFace) fail(t *testing.T, token string, id int64, leaseToken string, how failHow) outcome {
 	res, err := f.workers.Fail(t.Context(), request(token, &droverv1.FailRequest{
-		Id: id, LeaseToken: leaseToken, Error: "boom", RetryIn: durationpb.New(0), Discard: discard,
+		Id: id, LeaseToken: leaseToken, Error: "boom", RetryIn: durationpb.New(0), Discard: how.discard, Cancel: how.cancel,
 	}))
 	return grpcOne(t, res, err)
 }
@@ -629,4 +646,123 @@ func (f *grpcFace) setPaused(t *testing.T, token, queue string, paused bool) out
 		return outcome{code: grpcCode(t, err)}
 	}
 	return outcome{paused: q.GetPaused()}
+}
+
+// graphqlFace calls the GraphQL face with POST application/json over
+// HTTP/1.1, as curl and browsers do.
+type graphqlFace struct{ c *gqlClient }
+
+func newGraphQLFace(t *testing.T, url string) *graphqlFace {
+	return &graphqlFace{c: newGQLClient(t, url)}
+}
+
+func (*graphqlFace) name() string { return "graphql" }
+
+// gqlJobFields is the selection of a job that the scenarios read.
+const gqlJobFields = "fragment J on Job { id state attempt duplicate args lease_token }"
+
+// gqlJob is the part of a GraphQL job the scenarios read.
+type gqlJob struct {
+	ID         string          `json:"id"`
+	State      string          `json:"state"`
+	Attempt    int             `json:"attempt"`
+	Duplicate  bool            `json:"duplicate"`
+	Args       json.RawMessage `json:"args"`
+	LeaseToken *string         `json:"lease_token"`
+}
+
+func (j gqlJob) view(t *testing.T) jobView {
+	t.Helper()
+	id, err := strconv.ParseInt(j.ID, 10, 64)
+	if err != nil {
+		t.Fatalf("job id %q: %v", j.ID, err)
+	}
+	v := jobView{id: id, state: j.State, attempt: j.Attempt, duplicate: j.Duplicate, args: compactJSON(j.Args)}
+	if j.LeaseToken != nil {
+		v.leaseToken = *j.LeaseToken
+	}
+	return v
+}
+
+// jobs runs an operation whose one root field answers a job or a list of
+// jobs, and turns the answer into an outcome.
+func (f *graphqlFace) jobs(t *testing.T, token, field, query string, vars map[string]any) outcome {
+	t.Helper()
+	res := f.c.do(t, token, query+"\n"+gqlJobFields, vars)
+	if code := res.code(t); code != "" {
+		return outcome{code: code}
+	}
+	raw := res.Data[field]
+	var list []gqlJob
+	if len(raw) > 0 && raw[0] == '[' {
+		if err := json.Unmarshal(raw, &list); err != nil {
+			t.Fatalf("%s: %s: %v", field, raw, err)
+		}
+	} else {
+		var one gqlJob
+		if err := json.Unmarshal(raw, &one); err != nil {
+			t.Fatalf("%s: %s: %v", field, raw, err)
+		}
+		list = []gqlJob{one}
+	}
+	o := outcome{}
+	for _, j := range list {
+		o.jobs = append(o.jobs, j.view(t))
+	}
+	return o
+}
+
+func (f *graphqlFace) enqueue(t *testing.T, token string, e enqueueArgs) outcome {
+	in := map[string]any{"kind": e.kind, "queue": e.queue}
+	if e.args != "" {
+		in["args"] = json.RawMessage(e.args)
+	}
+	if e.priority != 0 {
+		in["priority"] = e.priority
+	}
+	if e.uniqueKey != "" {
+		in["unique"] = map[string]any{"key": e.uniqueKey}
+	}
+	return f.jobs(t, token, "enqueue", "mutation($in: EnqueueInput!) { enqueue(input: $in) { ...J } }", map[string]any{"in": in})
+}
+
+func (f *graphqlFace) lease(t *testing.T, token, queue string) outcome {
+	return f.jobs(t, token, "leaseJobs", "mutation($q: [String!]!) { leaseJobs(input: {queues: $q}) { ...J } }", map[string]any{"q": []string{queue}})
+}
+
+func (f *graphqlFace) complete(t *testing.T, token string, id int64, leaseToken string) outcome {
+	return f.jobs(t, token, "completeJob", "mutation($id: ID!, $t: String!) { completeJob(id: $id, lease_token: $t) { ...J } }",
+		map[string]any{"id": strconv.FormatInt(id, 10), "t": leaseToken})
+}
+
+func (f *graphqlFace) fail(t *testing.T, token string, id int64, leaseToken string, how failHow) outcome {
+	return f.jobs(t, token, "failJob", "mutation($in: FailInput!) { failJob(input: $in) { ...J } }", map[string]any{"in": map[string]any{
+		"id": strconv.FormatInt(id, 10), "lease_token": leaseToken, "error": "boom", "retry_in": "0s", "discard": how.discard, "cancel": how.cancel,
+	}})
+}
+
+func (f *graphqlFace) retry(t *testing.T, token string, id int64) outcome {
+	return f.jobs(t, token, "retryJob", "mutation($id: ID!) { retryJob(id: $id) { ...J } }", map[string]any{"id": strconv.FormatInt(id, 10)})
+}
+
+func (f *graphqlFace) get(t *testing.T, token string, id int64) outcome {
+	return f.jobs(t, token, "job", "query($id: ID!) { job(id: $id) { ...J } }", map[string]any{"id": strconv.FormatInt(id, 10)})
+}
+
+func (f *graphqlFace) setPaused(t *testing.T, token, queue string, paused bool) outcome {
+	field := "resumeQueue"
+	if paused {
+		field = "pauseQueue"
+	}
+	res := f.c.do(t, token, "mutation($n: String!) { "+field+"(name: $n) { paused } }", map[string]any{"n": queue})
+	if code := res.code(t); code != "" {
+		return outcome{code: code}
+	}
+	var q struct {
+		Paused bool `json:"paused"`
+	}
+	if err := json.Unmarshal(res.Data[field], &q); err != nil {
+		t.Fatalf("%s: %s: %v", field, res.Data[field], err)
+	}
+	return outcome{paused: q.Paused}
 }

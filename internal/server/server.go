@@ -21,6 +21,7 @@ import (
 
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/engine"
+	"github.com/droverhq/drover/internal/graphqlapi"
 	"github.com/droverhq/drover/internal/grpcapi"
 	"github.com/droverhq/drover/internal/httpapi"
 	"github.com/droverhq/drover/internal/job"
@@ -114,6 +115,14 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	// that refusals are gRPC errors).
 	s.grpc = grpcapi.New(eng, grpcapi.Options{Auth: s.auth.Authenticator, Admit: s.adm.Admit, MaxArgsBytes: cfg.MaxArgsBytes, Logger: log})
 	s.grpc.Mount(s.mux)
+	// GraphQL at /graphql on the same mux, behind the same tokens and
+	// admission control, applied per operation and root field inside the
+	// face (so that refusals are GraphQL errors with their codes).
+	graphqlapi.New(eng, graphqlapi.Options{
+		Auth: s.auth.Authenticator, Admit: s.adm.Admit, Introspection: cfg.GraphQLIntrospection,
+		MaxDepth: cfg.GraphQLMaxDepth, MaxComplexity: cfg.GraphQLMaxComplexity, MaxAliases: cfg.GraphQLMaxAliases,
+		MaxBodyBytes: min(batchBodyBytes, cfg.RequestBytes()), Logger: log,
+	}).Mount(s.mux)
 	return s, nil
 }
 

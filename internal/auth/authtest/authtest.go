@@ -3,7 +3,8 @@
 //
 // A face's test lists its endpoints (REST enumerates them from its
 // served OpenAPI document, so that a new route cannot escape the check;
-// gRPC and GraphQL list theirs from their schemas) with a way to call
+// gRPC lists its methods from the contract's descriptors and GraphQL its
+// root fields from the executable schema) with a way to call
 // each one, and a table of the scope each endpoint needs. Check calls
 // every endpoint with every credential and compares what the face
 // answered with what the table says: no valid token is refused as
@@ -99,9 +100,11 @@ type Outcome string
 
 // The outcomes.
 const (
-	// Unauthenticated: HTTP 401, gRPC UNAUTHENTICATED.
+	// Unauthenticated: HTTP 401, gRPC UNAUTHENTICATED, GraphQL
+	// extensions.code "unauthorized".
 	Unauthenticated Outcome = "unauthenticated"
-	// Forbidden: HTTP 403, gRPC PERMISSION_DENIED.
+	// Forbidden: HTTP 403, gRPC PERMISSION_DENIED, GraphQL
+	// extensions.code "forbidden".
 	Forbidden Outcome = "forbidden"
 	// Allowed: any other answer; the call reached the handler.
 	Allowed Outcome = "allowed"
@@ -129,7 +132,8 @@ func Want(cred Credential, need auth.Scope) Outcome {
 // Endpoint is one operation of a face.
 type Endpoint struct {
 	// Name is the operation in the table of needed scopes, such as
-	// "POST /v1/jobs/{id}/complete" or "drover.v1.WorkerService/Complete".
+	// "POST /v1/jobs/{id}/complete", "drover.v1.WorkerService/Complete" or
+	// "Mutation.completeJob".
 	Name string
 	// Call makes the call, with bearer as the token when it is not empty,
 	// and returns the outcome and the answer in a few words for a
