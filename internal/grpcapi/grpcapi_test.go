@@ -580,3 +580,48 @@ func TestArgsJSON(t *testing.T) {
 	w.s.CloseRequest()  //nolint:errcheck // the test is over
 	w.s.CloseResponse() //nolint:errcheck // the test is over
 }
+
+// TestWorkStreamCompleteBatch completes jobs in one WorkCompleteBatch: one
+// WorkAcks answers, an ack per completion with consecutive correlation
+// ids, a stale token refused in its own slot.
+func TestWorkStreamCompleteBatch(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, engine.Config{})
+	for range 3 {
+		if _, err := h.eng.Enqueue(t.Context(), job.Spec{Kind: "k", Queue: "cb"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := openWork(t, h, "cb")
+	w.credit(3)
+	js := w.jobs(3)
+	batch := &droverv1.WorkCompleteBatch{Completions: []*droverv1.CompleteRequest{
+		{Id: js[0].GetId(), LeaseToken: js[0].GetLeaseToken()},
+		{Id: js[1].GetId(), LeaseToken: "stale"},
+		{Id: js[2].GetId(), LeaseToken: js[2].GetLeaseToken()},
+	}}
+	w.send(40, &droverv1.WorkRequest{Message: &droverv1.WorkRequest_CompleteBatch{CompleteBatch: batch}})
+	m := w.recv()
+	acks := m.GetAcks().GetAcks()
+	if len(acks) != 3 {
+		t.Fatalf("answer to a batch of 3: %v, want one WorkAcks with 3 acks", m)
+	}
+	for i, a := range acks {
+		if a.GetCorrelationId() != uint64(40+i) {
+			t.Errorf("ack %d has correlation id %d, want %d", i, a.GetCorrelationId(), 40+i)
+		}
+	}
+	if acks[0].GetJob().GetState() != droverv1.JobState_JOB_STATE_COMPLETED || acks[2].GetJob().GetState() != droverv1.JobState_JOB_STATE_COMPLETED {
+		t.Errorf("acks %v, want the first and last completed", acks)
+	}
+	if acks[1].GetError().GetCode() != "lease_lost" {
+		t.Errorf("ack of the stale completion: %v, want lease_lost", acks[1])
+	}
+	// An empty batch is a protocol error that ends the stream.
+	w.send(50, &droverv1.WorkRequest{Message: &droverv1.WorkRequest_CompleteBatch{CompleteBatch: &droverv1.WorkCompleteBatch{}}})
+	if _, err := w.s.Receive(); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("after an empty batch: %v, want INVALID_ARGUMENT", err)
+	}
+	w.s.CloseRequest()  //nolint:errcheck // the stream is over
+	w.s.CloseResponse() //nolint:errcheck // the stream is over
+}

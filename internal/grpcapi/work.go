@@ -95,7 +95,16 @@ type worker struct {
 	// batches carries completions to the completer, which settles them
 	// while the loop goes on leasing and reading: one batch in the
 	// store, one gathering behind it.
-	batches chan []*droverv1.WorkRequest
+	batches chan []completion
+}
+
+// completion is one completion on its way to the completer: the message
+// it came in, or one item of a WorkCompleteBatch (grouped), whose acks
+// go out together in one WorkAcks.
+type completion struct {
+	id      uint64
+	req     *droverv1.CompleteRequest
+	grouped bool
 }
 
 func (w *worker) send(m *droverv1.WorkResponse) error {
@@ -135,7 +144,7 @@ const leasesInFlight = 2
 func (w *worker) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w.batches = make(chan []*droverv1.WorkRequest, 1)
+	w.batches = make(chan []completion, 1)
 	compFailed := make(chan error, 1)
 	compDone := make(chan struct{})
 	go func() {
@@ -300,7 +309,7 @@ func (w *worker) handleOne(ctx context.Context, msg *droverv1.WorkRequest, inbox
 			out = &droverv1.Job{Id: int64(j.ID), State: toState(j.State), Attempt: int32(j.Attempt), LeaseExpiresAt: timestamp(j.LeaseExpiresAt)} //nolint:gosec // G115: attempts are small
 		}
 		return 0, nil, w.ack(id, out, err)
-	case *droverv1.WorkRequest_Complete:
+	case *droverv1.WorkRequest_Complete, *droverv1.WorkRequest_CompleteBatch:
 		next, err := w.complete(ctx, msg, inbox)
 		return 0, next, err
 	case *droverv1.WorkRequest_Fail:
@@ -321,11 +330,14 @@ func (w *worker) handleOne(ctx context.Context, msg *droverv1.WorkRequest, inbox
 	}
 }
 
-// complete hands msg's completion, together with the completions that
+// complete hands msg's completions, together with the completions that
 // wait right behind it in the inbox, to the completer as one batch. A
 // message of another kind found behind them is handled after.
 func (w *worker) complete(ctx context.Context, msg *droverv1.WorkRequest, inbox chan *droverv1.WorkRequest) (next *droverv1.WorkRequest, err error) {
-	batch := []*droverv1.WorkRequest{msg}
+	var batch []completion
+	if err := addCompletions(&batch, msg); err != nil {
+		return nil, err
+	}
 gather:
 	for len(batch) < maxCompleteBatch {
 		select {
@@ -333,11 +345,13 @@ gather:
 			if !ok {
 				break gather
 			}
-			if m.GetComplete() == nil {
+			if m.GetComplete() == nil && m.GetCompleteBatch() == nil {
 				next = m
 				break gather
 			}
-			batch = append(batch, m)
+			if err := addCompletions(&batch, m); err != nil {
+				return nil, err
+			}
 		default:
 			break gather
 		}
@@ -348,6 +362,23 @@ gather:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// addCompletions appends the completions of m, a complete or a
+// complete_batch, to batch.
+func addCompletions(batch *[]completion, m *droverv1.WorkRequest) error {
+	if c := m.GetComplete(); c != nil {
+		*batch = append(*batch, completion{id: m.GetCorrelationId(), req: c})
+		return nil
+	}
+	cs := m.GetCompleteBatch().GetCompletions()
+	if len(cs) == 0 || len(cs) > maxCompleteBatch {
+		return &job.ValidationError{Field: "complete_batch.completions", Message: fmt.Sprintf("must hold 1 to %d completions", maxCompleteBatch)}
+	}
+	for i, c := range cs {
+		*batch = append(*batch, completion{id: m.GetCorrelationId() + uint64(i), req: c, grouped: true})
+	}
+	return nil
 }
 
 // completer settles the batches of completions in order, each in one
@@ -366,36 +397,52 @@ func (w *worker) completer(ctx context.Context, failed chan<- error) {
 	}
 }
 
-func (w *worker) settleCompletions(ctx context.Context, batch []*droverv1.WorkRequest) error {
+func (w *worker) settleCompletions(ctx context.Context, batch []completion) error {
+	acks := make([]*droverv1.WorkAck, len(batch))
 	cs := make([]engine.Completion, 0, len(batch))
 	idx := make([]int, 0, len(batch))
-	for i, m := range batch {
-		c := m.GetComplete()
-		output, err := valueJSON(c.GetOutput(), "output")
+	for i, c := range batch {
+		output, err := valueJSON(c.req.GetOutput(), "output")
 		if err != nil {
-			if err := w.ack(m.GetCorrelationId(), nil, err); err != nil {
+			if acks[i], err = ackOf(c.id, nil, err); err != nil {
 				return err
 			}
 			continue
 		}
-		cs = append(cs, engine.Completion{ID: job.ID(c.GetId()), LeaseToken: c.GetLeaseToken(), Output: output})
+		cs = append(cs, engine.Completion{ID: job.ID(c.req.GetId()), LeaseToken: c.req.GetLeaseToken(), Output: output})
 		idx = append(idx, i)
 	}
-	if len(cs) == 0 {
-		return nil
-	}
-	// Not the stream's context alone: a worker that closes its side
-	// right after its last completions still gets them settled.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	res, err := w.svc.a.eng.CompleteMany(sctx, cs)
-	if err != nil {
-		return err
-	}
-	for k, r := range res {
-		if err := w.ack(batch[idx[k]].GetCorrelationId(), completedJob(r.Job, r.Err), r.Err); err != nil {
+	if len(cs) > 0 {
+		// Not the stream's context alone: a worker that closes its
+		// side right after its last completions still gets them
+		// settled.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		res, err := w.svc.a.eng.CompleteMany(sctx, cs)
+		if err != nil {
 			return err
 		}
+		for k, r := range res {
+			i := idx[k]
+			if acks[i], err = ackOf(batch[i].id, completedJob(r.Job, r.Err), r.Err); err != nil {
+				return err
+			}
+		}
+	}
+	// Acks of batched completions go out together, the others one by
+	// one, in the batch's order.
+	var grouped []*droverv1.WorkAck
+	for i, c := range batch {
+		if c.grouped {
+			grouped = append(grouped, acks[i])
+			continue
+		}
+		if err := w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Ack{Ack: acks[i]}}); err != nil {
+			return err
+		}
+	}
+	if len(grouped) > 0 {
+		return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Acks{Acks: &droverv1.WorkAcks{Acks: grouped}}})
 	}
 	return nil
 }
@@ -424,14 +471,24 @@ func jobOrNil(j *job.Job, err error) *droverv1.Job {
 // ack answers one worker message: the job after the call, or why it was
 // refused. Internal errors end the stream instead, logged in full.
 func (w *worker) ack(id uint64, j *droverv1.Job, err error) error {
+	a, err := ackOf(id, j, err)
+	if err != nil {
+		return err
+	}
+	return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Ack{Ack: a}})
+}
+
+// ackOf makes the ack of message id; an internal error is returned
+// instead, to end the stream.
+func ackOf(id uint64, j *droverv1.Job, err error) (*droverv1.WorkAck, error) {
 	a := &droverv1.WorkAck{CorrelationId: id, Job: j}
 	if err != nil {
 		e := errcode.Of(err)
 		if e.Code == errcode.Internal || e.Code == "unavailable" {
-			return err
+			return nil, err
 		}
 		a.Job = nil
 		a.Error = &droverv1.WorkError{Code: e.Code, Message: err.Error()}
 	}
-	return w.send(&droverv1.WorkResponse{Message: &droverv1.WorkResponse_Ack{Ack: a}})
+	return a, nil
 }

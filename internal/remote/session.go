@@ -284,6 +284,10 @@ func (s *Session) serve(st *connect.BidiStreamForClient[droverv1.WorkRequest, dr
 			s.deliver(m.Jobs.GetJobs())
 		case *droverv1.WorkResponse_Ack:
 			s.acked(m.Ack)
+		case *droverv1.WorkResponse_Acks:
+			for _, a := range m.Acks.GetAcks() {
+				s.acked(a)
+			}
 		case *droverv1.WorkResponse_Drained:
 			s.mu.Lock()
 			if !s.isDrain {
@@ -344,6 +348,13 @@ func (s *Session) failPending() {
 // calls sends msgs and waits for their acks. A message whose ack has
 // not come when ctx ends is given up on (its result is unknown).
 func (s *Session) calls(ctx context.Context, msgs []*droverv1.WorkRequest) []ackResult {
+	return s.callsAs(ctx, msgs, nil)
+}
+
+// callsAs is calls that sends what wire makes of msgs, once they have
+// their consecutive correlation ids, instead of msgs themselves (a
+// reconnect sends msgs one by one again).
+func (s *Session) callsAs(ctx context.Context, msgs []*droverv1.WorkRequest, wire func([]*droverv1.WorkRequest) []*droverv1.WorkRequest) []ackResult {
 	cs := make([]*call, len(msgs))
 	s.mu.Lock()
 	closed := s.closing || s.ctx.Err() != nil
@@ -364,9 +375,13 @@ func (s *Session) calls(ctx context.Context, msgs []*droverv1.WorkRequest) []ack
 		return out
 	}
 	if st != nil {
+		out := msgs
+		if wire != nil {
+			out = wire(msgs)
+		}
 		// A failed send is the stream breaking: the reconnect sends
 		// every pending message again.
-		_ = s.send(st, msgs...)
+		_ = s.send(st, out...)
 	}
 	for i, c := range cs {
 		select {
@@ -408,13 +423,36 @@ func (s *Session) Complete(ctx context.Context, cs []engine.Completion) []error 
 		}
 		msgs[i] = &droverv1.WorkRequest{Message: &droverv1.WorkRequest_Complete{Complete: m}}
 	}
-	for i, r := range s.calls(ctx, msgs) {
+	for i, r := range s.callsAs(ctx, msgs, completeBatches) {
 		if errs[i] == nil {
 			errs[i] = r.err
 		}
 	}
 	return errs
 }
+
+// completeBatches puts completions with consecutive correlation ids into
+// WorkCompleteBatch messages of at most maxBatch: one message and one
+// WorkAcks answer per batch instead of one each per job.
+func completeBatches(msgs []*droverv1.WorkRequest) []*droverv1.WorkRequest {
+	if len(msgs) < 2 {
+		return msgs
+	}
+	var out []*droverv1.WorkRequest
+	for len(msgs) > 0 {
+		n := min(len(msgs), maxBatch)
+		b := &droverv1.WorkCompleteBatch{Completions: make([]*droverv1.CompleteRequest, n)}
+		for i, m := range msgs[:n] {
+			b.Completions[i] = m.GetComplete()
+		}
+		out = append(out, &droverv1.WorkRequest{CorrelationId: msgs[0].GetCorrelationId(), Message: &droverv1.WorkRequest_CompleteBatch{CompleteBatch: b}})
+		msgs = msgs[n:]
+	}
+	return out
+}
+
+// maxBatch is the server's limit on a WorkCompleteBatch.
+const maxBatch = 1000
 
 // Fail fails a job's attempt. f.Backoff cannot travel: give RetryIn.
 func (s *Session) Fail(ctx context.Context, f engine.Failure) (*job.Job, error) {

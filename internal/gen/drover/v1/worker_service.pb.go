@@ -654,6 +654,7 @@ type WorkRequest struct {
 	//	*WorkRequest_Fail
 	//	*WorkRequest_Snooze
 	//	*WorkRequest_Drain
+	//	*WorkRequest_CompleteBatch
 	Message isWorkRequest_Message `protobuf_oneof:"message"`
 	// Chosen by the worker for heartbeat, complete, fail and snooze, and
 	// echoed by the server's WorkAck for that message. Ids need not be
@@ -764,6 +765,15 @@ func (x *WorkRequest) GetDrain() *WorkDrain {
 	return nil
 }
 
+func (x *WorkRequest) GetCompleteBatch() *WorkCompleteBatch {
+	if x != nil {
+		if x, ok := x.Message.(*WorkRequest_CompleteBatch); ok {
+			return x.CompleteBatch
+		}
+	}
+	return nil
+}
+
 func (x *WorkRequest) GetCorrelationId() uint64 {
 	if x != nil {
 		return x.CorrelationId
@@ -810,6 +820,11 @@ type WorkRequest_Drain struct {
 	Drain *WorkDrain `protobuf:"bytes,8,opt,name=drain,proto3,oneof"`
 }
 
+type WorkRequest_CompleteBatch struct {
+	// Completes many jobs in one message.
+	CompleteBatch *WorkCompleteBatch `protobuf:"bytes,9,opt,name=complete_batch,json=completeBatch,proto3,oneof"`
+}
+
 func (*WorkRequest_Start) isWorkRequest_Message() {}
 
 func (*WorkRequest_Credit) isWorkRequest_Message() {}
@@ -823,6 +838,8 @@ func (*WorkRequest_Fail) isWorkRequest_Message() {}
 func (*WorkRequest_Snooze) isWorkRequest_Message() {}
 
 func (*WorkRequest_Drain) isWorkRequest_Message() {}
+
+func (*WorkRequest_CompleteBatch) isWorkRequest_Message() {}
 
 // WorkStart opens a Work stream: what to lease and how.
 type WorkStart struct {
@@ -945,6 +962,55 @@ func (x *WorkCredit) GetCredits() int32 {
 	return 0
 }
 
+// WorkCompleteBatch completes many jobs in one message, as if each had
+// come in its own WorkRequest: the i-th completion's correlation id is the
+// batch message's correlation_id plus i. The server answers with one
+// WorkAcks holding an ack per completion, in order.
+type WorkCompleteBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The completions; at most 1,000.
+	Completions   []*CompleteRequest `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkCompleteBatch) Reset() {
+	*x = WorkCompleteBatch{}
+	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkCompleteBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkCompleteBatch) ProtoMessage() {}
+
+func (x *WorkCompleteBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkCompleteBatch.ProtoReflect.Descriptor instead.
+func (*WorkCompleteBatch) Descriptor() ([]byte, []int) {
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WorkCompleteBatch) GetCompletions() []*CompleteRequest {
+	if x != nil {
+		return x.Completions
+	}
+	return nil
+}
+
 // WorkDrain asks the server to stop leasing for the stream, for a worker
 // that is shutting down: what is left of its credits is dropped, a lease
 // in flight is delivered, and the server answers with WorkDrained, after
@@ -958,7 +1024,7 @@ type WorkDrain struct {
 
 func (x *WorkDrain) Reset() {
 	*x = WorkDrain{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1036,7 @@ func (x *WorkDrain) String() string {
 func (*WorkDrain) ProtoMessage() {}
 
 func (x *WorkDrain) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[13]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1049,7 @@ func (x *WorkDrain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkDrain.ProtoReflect.Descriptor instead.
 func (*WorkDrain) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{13}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{14}
 }
 
 // WorkDrained tells the worker that no job will be pushed on the stream
@@ -996,7 +1062,7 @@ type WorkDrained struct {
 
 func (x *WorkDrained) Reset() {
 	*x = WorkDrained{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1074,7 @@ func (x *WorkDrained) String() string {
 func (*WorkDrained) ProtoMessage() {}
 
 func (x *WorkDrained) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[14]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1087,7 @@ func (x *WorkDrained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkDrained.ProtoReflect.Descriptor instead.
 func (*WorkDrained) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{14}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{15}
 }
 
 // WorkResponse is one message from the server on the Work stream.
@@ -1034,6 +1100,7 @@ type WorkResponse struct {
 	//	*WorkResponse_Jobs
 	//	*WorkResponse_Ack
 	//	*WorkResponse_Drained
+	//	*WorkResponse_Acks
 	Message       isWorkResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1041,7 +1108,7 @@ type WorkResponse struct {
 
 func (x *WorkResponse) Reset() {
 	*x = WorkResponse{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1120,7 @@ func (x *WorkResponse) String() string {
 func (*WorkResponse) ProtoMessage() {}
 
 func (x *WorkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[15]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1133,7 @@ func (x *WorkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkResponse.ProtoReflect.Descriptor instead.
 func (*WorkResponse) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{15}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WorkResponse) GetMessage() isWorkResponse_Message {
@@ -1103,6 +1170,15 @@ func (x *WorkResponse) GetDrained() *WorkDrained {
 	return nil
 }
 
+func (x *WorkResponse) GetAcks() *WorkAcks {
+	if x != nil {
+		if x, ok := x.Message.(*WorkResponse_Acks); ok {
+			return x.Acks
+		}
+	}
+	return nil
+}
+
 type isWorkResponse_Message interface {
 	isWorkResponse_Message()
 }
@@ -1123,11 +1199,18 @@ type WorkResponse_Drained struct {
 	Drained *WorkDrained `protobuf:"bytes,3,opt,name=drained,proto3,oneof"`
 }
 
+type WorkResponse_Acks struct {
+	// The answers to a WorkCompleteBatch, one per completion, in order.
+	Acks *WorkAcks `protobuf:"bytes,4,opt,name=acks,proto3,oneof"`
+}
+
 func (*WorkResponse_Jobs) isWorkResponse_Message() {}
 
 func (*WorkResponse_Ack) isWorkResponse_Message() {}
 
 func (*WorkResponse_Drained) isWorkResponse_Message() {}
+
+func (*WorkResponse_Acks) isWorkResponse_Message() {}
 
 // WorkJobs is a batch of jobs leased for the worker.
 type WorkJobs struct {
@@ -1140,7 +1223,7 @@ type WorkJobs struct {
 
 func (x *WorkJobs) Reset() {
 	*x = WorkJobs{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1235,7 @@ func (x *WorkJobs) String() string {
 func (*WorkJobs) ProtoMessage() {}
 
 func (x *WorkJobs) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[16]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,12 +1248,58 @@ func (x *WorkJobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkJobs.ProtoReflect.Descriptor instead.
 func (*WorkJobs) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{16}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WorkJobs) GetJobs() []*Job {
 	if x != nil {
 		return x.Jobs
+	}
+	return nil
+}
+
+// WorkAcks answers the completions of a WorkCompleteBatch.
+type WorkAcks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One ack per completion, in the batch's order.
+	Acks          []*WorkAck `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkAcks) Reset() {
+	*x = WorkAcks{}
+	mi := &file_drover_v1_worker_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkAcks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkAcks) ProtoMessage() {}
+
+func (x *WorkAcks) ProtoReflect() protoreflect.Message {
+	mi := &file_drover_v1_worker_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkAcks.ProtoReflect.Descriptor instead.
+func (*WorkAcks) Descriptor() ([]byte, []int) {
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WorkAcks) GetAcks() []*WorkAck {
+	if x != nil {
+		return x.Acks
 	}
 	return nil
 }
@@ -1192,7 +1321,7 @@ type WorkAck struct {
 
 func (x *WorkAck) Reset() {
 	*x = WorkAck{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[17]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1333,7 @@ func (x *WorkAck) String() string {
 func (*WorkAck) ProtoMessage() {}
 
 func (x *WorkAck) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[17]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1346,7 @@ func (x *WorkAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkAck.ProtoReflect.Descriptor instead.
 func (*WorkAck) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{17}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WorkAck) GetCorrelationId() uint64 {
@@ -1255,7 +1384,7 @@ type WorkError struct {
 
 func (x *WorkError) Reset() {
 	*x = WorkError{}
-	mi := &file_drover_v1_worker_service_proto_msgTypes[18]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1396,7 @@ func (x *WorkError) String() string {
 func (*WorkError) ProtoMessage() {}
 
 func (x *WorkError) ProtoReflect() protoreflect.Message {
-	mi := &file_drover_v1_worker_service_proto_msgTypes[18]
+	mi := &file_drover_v1_worker_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1409,7 @@ func (x *WorkError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkError.ProtoReflect.Descriptor instead.
 func (*WorkError) Descriptor() ([]byte, []int) {
-	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{18}
+	return file_drover_v1_worker_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkError) GetCode() string {
@@ -1342,7 +1471,7 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"leaseToken\x12/\n" +
 	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"2\n" +
 	"\x0eSnoozeResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"\xa5\x03\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.drover.v1.JobR\x03job\"\xec\x03\n" +
 	"\vWorkRequest\x12,\n" +
 	"\x05start\x18\x01 \x01(\v2\x14.drover.v1.WorkStartH\x00R\x05start\x12/\n" +
 	"\x06credit\x18\x02 \x01(\v2\x15.drover.v1.WorkCreditH\x00R\x06credit\x12;\n" +
@@ -1350,7 +1479,8 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"\bcomplete\x18\x04 \x01(\v2\x1a.drover.v1.CompleteRequestH\x00R\bcomplete\x12,\n" +
 	"\x04fail\x18\x05 \x01(\v2\x16.drover.v1.FailRequestH\x00R\x04fail\x122\n" +
 	"\x06snooze\x18\x06 \x01(\v2\x18.drover.v1.SnoozeRequestH\x00R\x06snooze\x12,\n" +
-	"\x05drain\x18\b \x01(\v2\x14.drover.v1.WorkDrainH\x00R\x05drain\x12%\n" +
+	"\x05drain\x18\b \x01(\v2\x14.drover.v1.WorkDrainH\x00R\x05drain\x12E\n" +
+	"\x0ecomplete_batch\x18\t \x01(\v2\x1c.drover.v1.WorkCompleteBatchH\x00R\rcompleteBatch\x12%\n" +
 	"\x0ecorrelation_id\x18\a \x01(\x04R\rcorrelationIdB\t\n" +
 	"\amessage\"\x90\x01\n" +
 	"\tWorkStart\x12\x16\n" +
@@ -1360,16 +1490,21 @@ const file_drover_v1_worker_service_proto_rawDesc = "" +
 	"\targs_json\x18\x04 \x01(\bR\bargsJson\"&\n" +
 	"\n" +
 	"WorkCredit\x12\x18\n" +
-	"\acredits\x18\x01 \x01(\x05R\acredits\"\v\n" +
+	"\acredits\x18\x01 \x01(\x05R\acredits\"Q\n" +
+	"\x11WorkCompleteBatch\x12<\n" +
+	"\vcompletions\x18\x01 \x03(\v2\x1a.drover.v1.CompleteRequestR\vcompletions\"\v\n" +
 	"\tWorkDrain\"\r\n" +
-	"\vWorkDrained\"\xa0\x01\n" +
+	"\vWorkDrained\"\xcb\x01\n" +
 	"\fWorkResponse\x12)\n" +
 	"\x04jobs\x18\x01 \x01(\v2\x13.drover.v1.WorkJobsH\x00R\x04jobs\x12&\n" +
 	"\x03ack\x18\x02 \x01(\v2\x12.drover.v1.WorkAckH\x00R\x03ack\x122\n" +
-	"\adrained\x18\x03 \x01(\v2\x16.drover.v1.WorkDrainedH\x00R\adrainedB\t\n" +
+	"\adrained\x18\x03 \x01(\v2\x16.drover.v1.WorkDrainedH\x00R\adrained\x12)\n" +
+	"\x04acks\x18\x04 \x01(\v2\x13.drover.v1.WorkAcksH\x00R\x04acksB\t\n" +
 	"\amessage\".\n" +
 	"\bWorkJobs\x12\"\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x0e.drover.v1.JobR\x04jobs\"~\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.drover.v1.JobR\x04jobs\"2\n" +
+	"\bWorkAcks\x12&\n" +
+	"\x04acks\x18\x01 \x03(\v2\x12.drover.v1.WorkAckR\x04acks\"~\n" +
 	"\aWorkAck\x12%\n" +
 	"\x0ecorrelation_id\x18\x01 \x01(\x04R\rcorrelationId\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.drover.v1.JobR\x03job\x12*\n" +
@@ -1397,7 +1532,7 @@ func file_drover_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_drover_v1_worker_service_proto_rawDescData
 }
 
-var file_drover_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_drover_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_drover_v1_worker_service_proto_goTypes = []any{
 	(*LeaseRequest)(nil),          // 0: drover.v1.LeaseRequest
 	(*LeaseResponse)(nil),         // 1: drover.v1.LeaseResponse
@@ -1412,60 +1547,66 @@ var file_drover_v1_worker_service_proto_goTypes = []any{
 	(*WorkRequest)(nil),           // 10: drover.v1.WorkRequest
 	(*WorkStart)(nil),             // 11: drover.v1.WorkStart
 	(*WorkCredit)(nil),            // 12: drover.v1.WorkCredit
-	(*WorkDrain)(nil),             // 13: drover.v1.WorkDrain
-	(*WorkDrained)(nil),           // 14: drover.v1.WorkDrained
-	(*WorkResponse)(nil),          // 15: drover.v1.WorkResponse
-	(*WorkJobs)(nil),              // 16: drover.v1.WorkJobs
-	(*WorkAck)(nil),               // 17: drover.v1.WorkAck
-	(*WorkError)(nil),             // 18: drover.v1.WorkError
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(*Job)(nil),                   // 20: drover.v1.Job
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 22: google.protobuf.Value
+	(*WorkCompleteBatch)(nil),     // 13: drover.v1.WorkCompleteBatch
+	(*WorkDrain)(nil),             // 14: drover.v1.WorkDrain
+	(*WorkDrained)(nil),           // 15: drover.v1.WorkDrained
+	(*WorkResponse)(nil),          // 16: drover.v1.WorkResponse
+	(*WorkJobs)(nil),              // 17: drover.v1.WorkJobs
+	(*WorkAcks)(nil),              // 18: drover.v1.WorkAcks
+	(*WorkAck)(nil),               // 19: drover.v1.WorkAck
+	(*WorkError)(nil),             // 20: drover.v1.WorkError
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*Job)(nil),                   // 22: drover.v1.Job
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 24: google.protobuf.Value
 }
 var file_drover_v1_worker_service_proto_depIdxs = []int32{
-	19, // 0: drover.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	19, // 1: drover.v1.LeaseRequest.lease_for:type_name -> google.protobuf.Duration
-	20, // 2: drover.v1.LeaseResponse.jobs:type_name -> drover.v1.Job
-	19, // 3: drover.v1.HeartbeatRequest.lease_for:type_name -> google.protobuf.Duration
-	21, // 4: drover.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	22, // 5: drover.v1.CompleteRequest.output:type_name -> google.protobuf.Value
-	20, // 6: drover.v1.CompleteResponse.job:type_name -> drover.v1.Job
-	19, // 7: drover.v1.FailRequest.retry_in:type_name -> google.protobuf.Duration
-	20, // 8: drover.v1.FailResponse.job:type_name -> drover.v1.Job
-	19, // 9: drover.v1.SnoozeRequest.delay:type_name -> google.protobuf.Duration
-	20, // 10: drover.v1.SnoozeResponse.job:type_name -> drover.v1.Job
+	21, // 0: drover.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	21, // 1: drover.v1.LeaseRequest.lease_for:type_name -> google.protobuf.Duration
+	22, // 2: drover.v1.LeaseResponse.jobs:type_name -> drover.v1.Job
+	21, // 3: drover.v1.HeartbeatRequest.lease_for:type_name -> google.protobuf.Duration
+	23, // 4: drover.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	24, // 5: drover.v1.CompleteRequest.output:type_name -> google.protobuf.Value
+	22, // 6: drover.v1.CompleteResponse.job:type_name -> drover.v1.Job
+	21, // 7: drover.v1.FailRequest.retry_in:type_name -> google.protobuf.Duration
+	22, // 8: drover.v1.FailResponse.job:type_name -> drover.v1.Job
+	21, // 9: drover.v1.SnoozeRequest.delay:type_name -> google.protobuf.Duration
+	22, // 10: drover.v1.SnoozeResponse.job:type_name -> drover.v1.Job
 	11, // 11: drover.v1.WorkRequest.start:type_name -> drover.v1.WorkStart
 	12, // 12: drover.v1.WorkRequest.credit:type_name -> drover.v1.WorkCredit
 	2,  // 13: drover.v1.WorkRequest.heartbeat:type_name -> drover.v1.HeartbeatRequest
 	4,  // 14: drover.v1.WorkRequest.complete:type_name -> drover.v1.CompleteRequest
 	6,  // 15: drover.v1.WorkRequest.fail:type_name -> drover.v1.FailRequest
 	8,  // 16: drover.v1.WorkRequest.snooze:type_name -> drover.v1.SnoozeRequest
-	13, // 17: drover.v1.WorkRequest.drain:type_name -> drover.v1.WorkDrain
-	19, // 18: drover.v1.WorkStart.lease_for:type_name -> google.protobuf.Duration
-	16, // 19: drover.v1.WorkResponse.jobs:type_name -> drover.v1.WorkJobs
-	17, // 20: drover.v1.WorkResponse.ack:type_name -> drover.v1.WorkAck
-	14, // 21: drover.v1.WorkResponse.drained:type_name -> drover.v1.WorkDrained
-	20, // 22: drover.v1.WorkJobs.jobs:type_name -> drover.v1.Job
-	20, // 23: drover.v1.WorkAck.job:type_name -> drover.v1.Job
-	18, // 24: drover.v1.WorkAck.error:type_name -> drover.v1.WorkError
-	0,  // 25: drover.v1.WorkerService.Lease:input_type -> drover.v1.LeaseRequest
-	2,  // 26: drover.v1.WorkerService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
-	4,  // 27: drover.v1.WorkerService.Complete:input_type -> drover.v1.CompleteRequest
-	6,  // 28: drover.v1.WorkerService.Fail:input_type -> drover.v1.FailRequest
-	8,  // 29: drover.v1.WorkerService.Snooze:input_type -> drover.v1.SnoozeRequest
-	10, // 30: drover.v1.WorkerService.Work:input_type -> drover.v1.WorkRequest
-	1,  // 31: drover.v1.WorkerService.Lease:output_type -> drover.v1.LeaseResponse
-	3,  // 32: drover.v1.WorkerService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
-	5,  // 33: drover.v1.WorkerService.Complete:output_type -> drover.v1.CompleteResponse
-	7,  // 34: drover.v1.WorkerService.Fail:output_type -> drover.v1.FailResponse
-	9,  // 35: drover.v1.WorkerService.Snooze:output_type -> drover.v1.SnoozeResponse
-	15, // 36: drover.v1.WorkerService.Work:output_type -> drover.v1.WorkResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	14, // 17: drover.v1.WorkRequest.drain:type_name -> drover.v1.WorkDrain
+	13, // 18: drover.v1.WorkRequest.complete_batch:type_name -> drover.v1.WorkCompleteBatch
+	21, // 19: drover.v1.WorkStart.lease_for:type_name -> google.protobuf.Duration
+	4,  // 20: drover.v1.WorkCompleteBatch.completions:type_name -> drover.v1.CompleteRequest
+	17, // 21: drover.v1.WorkResponse.jobs:type_name -> drover.v1.WorkJobs
+	19, // 22: drover.v1.WorkResponse.ack:type_name -> drover.v1.WorkAck
+	15, // 23: drover.v1.WorkResponse.drained:type_name -> drover.v1.WorkDrained
+	18, // 24: drover.v1.WorkResponse.acks:type_name -> drover.v1.WorkAcks
+	22, // 25: drover.v1.WorkJobs.jobs:type_name -> drover.v1.Job
+	19, // 26: drover.v1.WorkAcks.acks:type_name -> drover.v1.WorkAck
+	22, // 27: drover.v1.WorkAck.job:type_name -> drover.v1.Job
+	20, // 28: drover.v1.WorkAck.error:type_name -> drover.v1.WorkError
+	0,  // 29: drover.v1.WorkerService.Lease:input_type -> drover.v1.LeaseRequest
+	2,  // 30: drover.v1.WorkerService.Heartbeat:input_type -> drover.v1.HeartbeatRequest
+	4,  // 31: drover.v1.WorkerService.Complete:input_type -> drover.v1.CompleteRequest
+	6,  // 32: drover.v1.WorkerService.Fail:input_type -> drover.v1.FailRequest
+	8,  // 33: drover.v1.WorkerService.Snooze:input_type -> drover.v1.SnoozeRequest
+	10, // 34: drover.v1.WorkerService.Work:input_type -> drover.v1.WorkRequest
+	1,  // 35: drover.v1.WorkerService.Lease:output_type -> drover.v1.LeaseResponse
+	3,  // 36: drover.v1.WorkerService.Heartbeat:output_type -> drover.v1.HeartbeatResponse
+	5,  // 37: drover.v1.WorkerService.Complete:output_type -> drover.v1.CompleteResponse
+	7,  // 38: drover.v1.WorkerService.Fail:output_type -> drover.v1.FailResponse
+	9,  // 39: drover.v1.WorkerService.Snooze:output_type -> drover.v1.SnoozeResponse
+	16, // 40: drover.v1.WorkerService.Work:output_type -> drover.v1.WorkResponse
+	35, // [35:41] is the sub-list for method output_type
+	29, // [29:35] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_drover_v1_worker_service_proto_init() }
@@ -1482,11 +1623,13 @@ func file_drover_v1_worker_service_proto_init() {
 		(*WorkRequest_Fail)(nil),
 		(*WorkRequest_Snooze)(nil),
 		(*WorkRequest_Drain)(nil),
+		(*WorkRequest_CompleteBatch)(nil),
 	}
-	file_drover_v1_worker_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_drover_v1_worker_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*WorkResponse_Jobs)(nil),
 		(*WorkResponse_Ack)(nil),
 		(*WorkResponse_Drained)(nil),
+		(*WorkResponse_Acks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1494,7 +1637,7 @@ func file_drover_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drover_v1_worker_service_proto_rawDesc), len(file_drover_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
