@@ -79,8 +79,7 @@ func (s *Store) InsertIdempotent(ctx context.Context, p store.IdempotentInsertPa
 		var hash string
 		var status int
 		var body []byte
-		err := s.wconn.QueryRowContext(ctx, `SELECT request_hash, status, body FROM idempotency_keys
-			WHERE key = ? AND created_at >= ?`, p.Key, micros(p.Since)).Scan(&hash, &status, &body)
+		err := s.stmts.idemLookup.QueryRowContext(ctx, p.Key, micros(p.Since)).Scan(&hash, &status, &body)
 		switch {
 		case err == nil && hash != p.RequestHash:
 			return fmt.Errorf("idempotency key %q: %w", p.Key, job.ErrIdempotencyMismatch)
@@ -98,11 +97,7 @@ func (s *Store) InsertIdempotent(ctx context.Context, p store.IdempotentInsertPa
 		if err != nil {
 			return err
 		}
-		// An expired record with the same key is replaced.
-		if _, err := s.wconn.ExecContext(ctx, `INSERT INTO idempotency_keys (key, request_hash, status, body, created_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash,
-			status = excluded.status, body = excluded.body, created_at = excluded.created_at`,
-			p.Key, p.RequestHash, resp.Status, resp.Body, micros(now)); err != nil {
+		if _, err := s.stmts.idemRecord.ExecContext(ctx, p.Key, p.RequestHash, resp.Status, resp.Body, micros(now)); err != nil {
 			return fmt.Errorf("record idempotency key: %w", err)
 		}
 		out = &store.IdempotentInsertResult{Results: res, Response: resp}

@@ -25,6 +25,8 @@ type stmts struct {
 	dropDeps     *sql.Stmt
 	depDone      *sql.Stmt
 	heartbeat    *sql.Stmt
+	idemLookup   *sql.Stmt
+	idemRecord   *sql.Stmt
 
 	begin, commit, savepoint, release, rollbackTo *sql.Stmt
 }
@@ -89,6 +91,12 @@ func prepare(ctx context.Context, c *sql.Conn) (*stmts, error) {
 	p(&s.heartbeat, `UPDATE jobs SET lease_expires_at = CASE WHEN timeout_us > 0 AND attempted_at + timeout_us < ?4
 		THEN attempted_at + timeout_us ELSE ?4 END
 		WHERE id = ?2 AND lease_token = ?3 AND state = 'running' AND `+inTime+` RETURNING `+jobCols)
+	p(&s.idemLookup, `SELECT request_hash, status, body FROM idempotency_keys
+			WHERE key = ? AND created_at >= ?`)
+	// An expired record with the same key is replaced.
+	p(&s.idemRecord, `INSERT INTO idempotency_keys (key, request_hash, status, body, created_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash,
+			status = excluded.status, body = excluded.body, created_at = excluded.created_at`)
 	if len(errs) > 0 {
 		s.close()
 		return nil, errors.Join(errs...)
@@ -103,7 +111,7 @@ func (s *stmts) close() error {
 	}
 	for _, st := range []*sql.Stmt{s.byUnique, s.depState, s.insertDep, s.leaseQueue,
 		s.candidates, s.leaseIDs, s.complete, s.completeMany, s.settleState, s.get, s.dependants, s.dropDeps,
-		s.depDone, s.heartbeat, s.begin, s.commit, s.savepoint, s.release, s.rollbackTo} {
+		s.depDone, s.heartbeat, s.idemLookup, s.idemRecord, s.begin, s.commit, s.savepoint, s.release, s.rollbackTo} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
