@@ -215,7 +215,7 @@ func (c *Conn) enqueueOnce(ctx context.Context, key string, reqs []*droverv1.Enq
 		req.Header().Set(idempotencyKeyHeader, key)
 		res, err := c.jobs.Enqueue(ctx, req)
 		if err != nil {
-			return nil, fromError(err)
+			return nil, callError(ctx, err)
 		}
 		return []*droverv1.Job{res.Msg.GetJob()}, nil
 	}
@@ -223,7 +223,7 @@ func (c *Conn) enqueueOnce(ctx context.Context, key string, reqs []*droverv1.Enq
 	req.Header().Set(idempotencyKeyHeader, key)
 	res, err := c.jobs.EnqueueBatch(ctx, req)
 	if err != nil {
-		return nil, fromError(err)
+		return nil, callError(ctx, err)
 	}
 	return res.Msg.GetJobs(), nil
 }
@@ -262,6 +262,17 @@ func retry(ctx context.Context, call func() error) error {
 	}
 }
 
+// callError is fromError for a call made under ctx: a cancellation or
+// deadline that is not ctx's own came from the connection (a stream reset
+// by a proxy, say), so it is job.ErrUnavailable, which retry tries again.
+func callError(ctx context.Context, err error) error {
+	err = fromError(err)
+	if ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return fmt.Errorf("%w: the connection ended the call: %w", job.ErrUnavailable, err)
+	}
+	return err
+}
+
 // temporary reports whether trying again later may succeed.
 func temporary(err error) bool {
 	return errors.Is(err, job.ErrUnavailable) || errors.Is(err, job.ErrOverloaded)
@@ -273,7 +284,7 @@ func (c *Conn) Get(ctx context.Context, id job.ID) (*job.Job, error) {
 	err := retry(ctx, func() error {
 		res, err := c.jobs.GetJob(ctx, connect.NewRequest(&droverv1.GetJobRequest{Id: int64(id)}))
 		if err != nil {
-			return fromError(err)
+			return callError(ctx, err)
 		}
 		pj = res.Msg.GetJob()
 		return nil
@@ -291,7 +302,7 @@ func (c *Conn) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
 	err := retry(ctx, func() error {
 		res, err := c.jobs.CancelJob(ctx, connect.NewRequest(&droverv1.CancelJobRequest{Id: int64(id)}))
 		if err != nil {
-			return fromError(err)
+			return callError(ctx, err)
 		}
 		pj = res.Msg.GetJob()
 		return nil
@@ -308,7 +319,7 @@ func (c *Conn) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
 	err := retry(ctx, func() error {
 		res, err := c.jobs.RetryJob(ctx, connect.NewRequest(&droverv1.RetryJobRequest{Id: int64(id)}))
 		if err != nil {
-			return fromError(err)
+			return callError(ctx, err)
 		}
 		pj = res.Msg.GetJob()
 		return nil
@@ -423,6 +434,14 @@ func fromError(err error) error {
 			code = "unauthorized"
 		case connect.CodePermissionDenied:
 			code = "forbidden"
+		case connect.CodeInvalidArgument:
+			// Connect's own refusals (a message it cannot decode, one
+			// over its size limit) carry no code of ours.
+			code = "invalid_argument"
+		case connect.CodeNotFound:
+			code = "not_found"
+		case connect.CodeResourceExhausted:
+			code = "overloaded"
 		default:
 			code = "internal"
 		}
@@ -436,5 +455,5 @@ func fromError(err error) error {
 // outside a session.
 func (c *Conn) GiveBack(ctx context.Context, id job.ID, token string) error {
 	_, err := c.work.Snooze(ctx, connect.NewRequest(&droverv1.SnoozeRequest{Id: int64(id), LeaseToken: token}))
-	return fromError(err)
+	return callError(ctx, err)
 }
