@@ -17,8 +17,8 @@ import (
 // their codes.
 func TestCallError(t *testing.T) {
 	t.Parallel()
-	live := context.Background()
-	done, cancel := context.WithCancel(context.Background())
+	live := t.Context()
+	done, cancel := context.WithCancel(t.Context())
 	cancel()
 
 	reset := connect.NewError(connect.CodeCanceled, errors.New("stream reset"))
@@ -58,12 +58,12 @@ func TestCallError(t *testing.T) {
 func TestRetryStopsOnLastTry(t *testing.T) {
 	t.Parallel()
 	tries := 0
-	err := retry(context.Background(), func() error { tries++; return job.ErrUnavailable })
+	err := retry(t.Context(), func() error { tries++; return job.ErrUnavailable })
 	if !errors.Is(err, job.ErrUnavailable) || tries != maxTries {
 		t.Errorf("a temporary failure: %v after %d tries, want %d", err, tries, maxTries)
 	}
 	tries = 0
-	err = retry(context.Background(), func() error { tries++; return job.ErrNotFound })
+	err = retry(t.Context(), func() error { tries++; return job.ErrNotFound })
 	if !errors.Is(err, job.ErrNotFound) || tries != 1 {
 		t.Errorf("a permanent failure: %v after %d tries, want 1", err, tries)
 	}
