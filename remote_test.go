@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,6 +92,18 @@ func startServer(t *testing.T, edit func(*config.Config)) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// startProxy puts a fault proxy in front of the server at url until the
+// test ends.
+func startProxy(t *testing.T, url string) *faultproxy.Proxy {
+	t.Helper()
+	proxy, err := faultproxy.Start(strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	return proxy
 }
 
 // openRemote opens a remote store on url, closed when the test ends.
@@ -185,11 +198,7 @@ func TestRemoteClientTokens(t *testing.T) {
 func TestRemoteWorkerSurvivesResets(t *testing.T) {
 	t.Parallel()
 	url := startServer(t, nil)
-	proxy, err := faultproxy.Start(url[len("http://"):])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
+	proxy := startProxy(t, url)
 
 	const jobs = 600
 	var ran sync.Map // job id → runs
@@ -263,6 +272,11 @@ func TestOpenPicksTheStore(t *testing.T) {
 	if _, err := drover.Open(t.Context(), "", nil); err == nil {
 		t.Error("Open with no target succeeded")
 	}
+	for _, bad := range []string{"ftp://example.com", "http://", "http://[::1"} {
+		if _, err := drover.OpenRemote(bad, nil); err == nil {
+			t.Errorf("OpenRemote(%q) succeeded", bad)
+		}
+	}
 	st, err := drover.Open(t.Context(), t.TempDir(), &drover.OpenOptions{Embedded: &drover.EmbeddedOptions{NoSync: true}})
 	if err != nil {
 		t.Fatalf("Open(dir): %v", err)
@@ -300,11 +314,7 @@ func TestOpenPicksTheStore(t *testing.T) {
 func TestRemoteInsertAnswerLost(t *testing.T) {
 	t.Parallel()
 	url := startServer(t, nil)
-	proxy, err := faultproxy.Start(url[len("http://"):])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
+	proxy := startProxy(t, url)
 	c := newClientOn(t, openRemote(t, proxy.URL(), ""), nil, drover.Config{})
 	proxy.DropNextResponses(1)
 	res, err := c.Insert(t.Context(), testArgs{Name: "once"}, &drover.InsertOpts{Queue: "once"})

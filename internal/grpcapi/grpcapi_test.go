@@ -1,9 +1,12 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"log/slog"
 	"net"
@@ -288,6 +291,8 @@ func TestConnectJSON(t *testing.T) {
 type workStream struct {
 	t *testing.T
 	s *connect.BidiStreamForClient[droverv1.WorkRequest, droverv1.WorkResponse]
+	// lastAck is the ack that ack returned last.
+	lastAck *droverv1.WorkAck
 }
 
 func openWork(t *testing.T, h *harness, queue string) *workStream {
@@ -353,6 +358,7 @@ func (w *workStream) ack(id uint64) *droverv1.WorkAck {
 	if a == nil || a.GetCorrelationId() != id {
 		w.t.Fatalf("got %v, want the ack of message %d", m, id)
 	}
+	w.lastAck = a
 	return a
 }
 
@@ -380,6 +386,9 @@ func TestWorkStream(t *testing.T) {
 	w.complete(2, b, "not-the-token")
 	if ack := w.ack(1); ack.GetError() != nil || ack.GetJob().GetState() != droverv1.JobState_JOB_STATE_COMPLETED || ack.GetJob().GetId() != a.GetId() {
 		t.Fatalf("ack of a complete: %v; want job %d completed", ack, a.GetId())
+	}
+	if j := w.lastAck.GetJob(); j.GetArgs() != nil || j.GetLeaseToken() != "" || j.GetKind() != "" || j.GetFinalizedAt() == nil {
+		t.Fatalf("a complete's ack carries %v; want only id, state, attempt and finalized_at", j)
 	}
 	if ack := w.ack(2); ack.GetError().GetCode() != "lease_lost" || ack.GetJob() != nil {
 		t.Fatalf("ack of a complete with a wrong token: %v; want error lease_lost", ack)
@@ -624,4 +633,53 @@ func TestWorkStreamCompleteBatch(t *testing.T) {
 	}
 	w.s.CloseRequest()  //nolint:errcheck // the stream is over
 	w.s.CloseResponse() //nolint:errcheck // the stream is over
+}
+
+// TestSmallAnswersAreNotCompressed: a client that accepts gzip gets small
+// messages as they are (compressing each small message cost more than
+// settling a job) and large ones compressed. The flag byte of each gRPC
+// message frame says which.
+func TestSmallAnswersAreNotCompressed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, engine.Config{})
+	big := strings.Repeat("x", 2000)
+	for range 20 {
+		if _, err := h.eng.Enqueue(t.Context(), job.Spec{Kind: "k", Queue: "gz", Args: []byte(`"` + big + `"`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// compressedFlag calls procedure with req over raw gRPC, accepting
+	// gzip, and returns the flag byte of the answer's message frame.
+	compressedFlag := func(procedure string, req proto.Message) byte {
+		t.Helper()
+		b, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := append([]byte{0, 0, 0, 0, 0}, b...)
+		binary.BigEndian.PutUint32(frame[1:5], uint32(len(b))) //nolint:gosec // G115: a small message
+		r, err := http.NewRequestWithContext(t.Context(), http.MethodPost, h.url+procedure, bytes.NewReader(frame))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Content-Type", "application/grpc")
+		r.Header.Set("Grpc-Accept-Encoding", "gzip")
+		r.Header.Set("Te", "trailers")
+		resp, err := h.client.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || len(body) < 5 {
+			t.Fatalf("%s: %d bytes (%v), status %s", procedure, len(body), err, resp.Trailer.Get("Grpc-Status"))
+		}
+		return body[0]
+	}
+	if f := compressedFlag("/drover.v1.JobService/GetJob", &droverv1.GetJobRequest{Id: 1}); f != 0 {
+		t.Errorf("a 2 KiB answer was compressed (flag %d)", f)
+	}
+	if f := compressedFlag("/drover.v1.JobService/ListJobs", &droverv1.ListJobsRequest{Queue: []string{"gz"}, Limit: 20}); f != 1 {
+		t.Errorf("a 40 KiB answer was not compressed (flag %d)", f)
+	}
 }

@@ -280,31 +280,36 @@ func temporary(err error) bool {
 
 // Get returns one job with its error history.
 func (c *Conn) Get(ctx context.Context, id job.ID) (*job.Job, error) {
-	var pj *droverv1.Job
-	err := retry(ctx, func() error {
-		res, err := c.jobs.GetJob(ctx, connect.NewRequest(&droverv1.GetJobRequest{Id: int64(id)}))
-		if err != nil {
-			return callError(ctx, err)
-		}
-		pj = res.Msg.GetJob()
-		return nil
+	return oneJob(ctx, func() (*droverv1.GetJobResponse, error) {
+		return msg(c.jobs.GetJob(ctx, connect.NewRequest(&droverv1.GetJobRequest{Id: int64(id)})))
 	})
-	if err != nil {
-		return nil, err
-	}
-	return fromJob(pj)
 }
 
 // Cancel cancels a job that has not finished. Like Get and Retry, it is
 // tried again when no answer came: cancelling a cancelled job returns it.
 func (c *Conn) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
+	return oneJob(ctx, func() (*droverv1.CancelJobResponse, error) {
+		return msg(c.jobs.CancelJob(ctx, connect.NewRequest(&droverv1.CancelJobRequest{Id: int64(id)})))
+	})
+}
+
+// Retry makes a job available now.
+func (c *Conn) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
+	return oneJob(ctx, func() (*droverv1.RetryJobResponse, error) {
+		return msg(c.jobs.RetryJob(ctx, connect.NewRequest(&droverv1.RetryJobRequest{Id: int64(id)})))
+	})
+}
+
+// oneJob runs call, a call that answers one job, as retry does, and
+// decodes the job.
+func oneJob[M interface{ GetJob() *droverv1.Job }](ctx context.Context, call func() (M, error)) (*job.Job, error) {
 	var pj *droverv1.Job
 	err := retry(ctx, func() error {
-		res, err := c.jobs.CancelJob(ctx, connect.NewRequest(&droverv1.CancelJobRequest{Id: int64(id)}))
+		m, err := call()
 		if err != nil {
 			return callError(ctx, err)
 		}
-		pj = res.Msg.GetJob()
+		pj = m.GetJob()
 		return nil
 	})
 	if err != nil {
@@ -313,21 +318,12 @@ func (c *Conn) Cancel(ctx context.Context, id job.ID) (*job.Job, error) {
 	return fromJob(pj)
 }
 
-// Retry makes a job available now.
-func (c *Conn) Retry(ctx context.Context, id job.ID) (*job.Job, error) {
-	var pj *droverv1.Job
-	err := retry(ctx, func() error {
-		res, err := c.jobs.RetryJob(ctx, connect.NewRequest(&droverv1.RetryJobRequest{Id: int64(id)}))
-		if err != nil {
-			return callError(ctx, err)
-		}
-		pj = res.Msg.GetJob()
-		return nil
-	})
+// msg takes the message out of a call's response.
+func msg[T any](res *connect.Response[T], err error) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fromJob(pj)
+	return res.Msg, nil
 }
 
 // errorDomain is the domain of the server's ErrorInfo details, whose
