@@ -386,3 +386,28 @@ func TestRemoteArgsKeepPrecision(t *testing.T) {
 		t.Errorf("insert answered args %s", res.Job.Args)
 	}
 }
+
+// TestRemoteCompress inserts and reads back a job large enough to be
+// gzipped both ways with RemoteOptions.Compress.
+func TestRemoteCompress(t *testing.T) {
+	t.Parallel()
+	st, err := drover.OpenRemote(startServer(t, nil), &drover.RemoteOptions{Compress: true, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := newClientOn(t, st, nil, drover.Config{})
+	name := strings.Repeat("gzip me ", 4<<10) // 32 KiB
+	res, err := c.Insert(t.Context(), testArgs{Name: name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := c.Get(t.Context(), res.Job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got testArgs
+	if err := json.Unmarshal(j.Args, &got); err != nil || got.Name != name {
+		t.Fatalf("args came back as %d bytes (%v), want the %d-byte name", len(j.Args), err, len(name))
+	}
+}
