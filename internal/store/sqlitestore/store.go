@@ -213,6 +213,9 @@ func (s *Store) open() error {
 	if err := s.prepareFile(path); err != nil {
 		return err
 	}
+	if err := sqlitevfs.PageCacheFixErr(); err != nil {
+		s.opts.Logger.Warn("SQLite's page cache runs uncorrected: commits that split pages scan the writer's whole cache", "err", err)
+	}
 	sync := "FULL"
 	if s.opts.NoSync {
 		sync = "NORMAL"
