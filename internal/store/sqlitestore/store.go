@@ -59,6 +59,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
@@ -103,6 +104,11 @@ type Options struct {
 	// copies the WAL into the database file. Zero means SQLite's 1000.
 	// Tests lower it to exercise checkpoints.
 	CheckpointPages int
+	// CheckpointEvery paces the background checkpoints that keep WAL
+	// copying off the commit path (see checkpoint.go): at most one per
+	// interval while commits arrive. Zero means 20ms; negative turns them
+	// off, leaving every checkpoint to the committing writer.
+	CheckpointEvery time.Duration
 	// Faults, when set, runs the store over a simulated disk that injects
 	// the plan's faults (failed fsyncs, a full disk, power loss). For
 	// tests only.
@@ -121,6 +127,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.CacheMiB <= 0 {
 		o.CacheMiB = 32
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = 20 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -144,6 +153,10 @@ type Store struct {
 	reqs chan *op
 	quit chan struct{}
 	done chan struct{}
+	// ckKick wakes the background checkpointer, which closes ckDone
+	// when it stops (both nil when it is off).
+	ckKick chan struct{}
+	ckDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -156,7 +169,7 @@ type Store struct {
 	readyHook atomic.Pointer[func(queue string, n int)]
 
 	// Counters for Stats.
-	commits, requests atomic.Int64
+	commits, requests, checkpoints atomic.Int64
 
 	// Writer-owned state, read by others under mu.
 	mu       sync.Mutex
@@ -268,7 +281,10 @@ func (s *Store) open() error {
 	}
 	s.rdb.SetMaxOpenConns(s.opts.ReadConns)
 	s.rdb.SetMaxIdleConns(s.opts.ReadConns)
-	return s.rdb.PingContext(ctx)
+	if err := s.rdb.PingContext(ctx); err != nil {
+		return err
+	}
+	return s.openCheckpointer(path, sync)
 }
 
 // fileURI builds the SQLite URI for path. The path is escaped: SQLite
@@ -498,6 +514,9 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		close(s.quit)
 		<-s.done
+		if s.ckDone != nil {
+			<-s.ckDone
+		}
 		s.closeErr = s.closeDBs()
 		if err := s.lock.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
@@ -560,11 +579,13 @@ type Stats struct {
 	Commits int64
 	// Queued is how many write requests wait for the writer now.
 	Queued int
+	// Checkpoints is how many background checkpoint passes ran.
+	Checkpoints int64
 }
 
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Requests: s.requests.Load(), Commits: s.commits.Load(), Queued: len(s.reqs)}
+	return Stats{Requests: s.requests.Load(), Commits: s.commits.Load(), Queued: len(s.reqs), Checkpoints: s.checkpoints.Load()}
 }
 
 // Dir returns the data directory.

@@ -271,6 +271,7 @@ func (s *Store) commit(batch []*op) {
 	}
 	s.commits.Add(1)
 	s.requests.Add(int64(len(batch)))
+	s.kickCheckpointer()
 	s.mu.Lock()
 	for _, o := range batch {
 		if o.err != nil {
