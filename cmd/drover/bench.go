@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +19,7 @@ func newBenchCmd() *cobra.Command {
 		dataDir     string
 		scale       float64
 		asJSON      bool
+		probe       bool
 		noSync      bool
 		server      string
 		databaseURL string
@@ -83,6 +85,15 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			var machine string
+			if probe {
+				m, perr := bench.ProbeMachine(cmd.Context(), dataDir, 2*time.Second)
+				if perr != nil {
+					return fmt.Errorf("probe the machine: %w", perr)
+				}
+				machine = m.String()
+				fmt.Fprintln(cmd.ErrOrStderr(), machine)
+			}
 			results, err := bench.Run(cmd.Context(), bench.Config{
 				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
 				Server: server, Token: token, DatabaseURL: databaseURL, Protocol: protocol,
@@ -98,6 +109,9 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 					return jerr
 				}
 			} else {
+				if machine != "" {
+					fmt.Fprintln(cmd.OutOrStdout(), machine)
+				}
 				bench.WriteTable(cmd.OutOrStdout(), results)
 			}
 			return err
@@ -108,6 +122,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 	f.StringVar(&dataDir, "data-dir", "", "directory for the benchmark stores (default the system temp dir; use one on the disk you want to measure)")
 	f.Float64Var(&scale, "scale", 1, "multiply job counts and durations (0.1 for a quick run)")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	f.BoolVar(&probe, "probe", true, "first measure the machine (fsync latency, and how steady the CPU is) for 3 s, and print it with the results")
 	f.BoolVar(&noSync, "unsafe-no-sync", false, "skip fsync (not the durable setting the figures are about)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	f.StringVar(&server, "server", "", "run W1-W4 against a running server over REST instead of in-process")

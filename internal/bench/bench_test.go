@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/server"
@@ -131,5 +133,28 @@ func runOverServer(t *testing.T, protocol string) {
 		if _, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Protocol: "carrier-pigeon"}); err == nil {
 			t.Error("an unknown protocol did not fail")
 		}
+	}
+}
+
+// TestProbeMachine checks that the machine probe reports a measurement of
+// each thing it names. It asserts no speed.
+func TestProbeMachine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	m, err := ProbeMachine(t.Context(), dir, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Fsyncs == 0 || m.FsyncP50 <= 0 || m.FsyncP99 < m.FsyncP50 {
+		t.Errorf("fsync figures missing or out of order: %+v", m)
+	}
+	if m.CPUChunkP50 <= 0 || m.CPUChunkP99 < m.CPUChunkP50 || m.SlowShare < 0 || m.SlowShare > 1 {
+		t.Errorf("CPU figures missing or out of range: %+v", m)
+	}
+	if s := m.String(); !strings.Contains(s, "fsync p50") || !strings.Contains(s, "CPU chunk p50") {
+		t.Errorf("String() = %q", s)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("the probe left files behind in its directory: %v %v", entries, err)
 	}
 }
