@@ -562,11 +562,16 @@ const completeSQL = completeUpdate + `RETURNING j.id, j.kind, j.queue, j.attempt
 // after it.
 const completeFullSQL = completeUpdate + `RETURNING ` + jobCols
 
+// completeUpdate names the ids twice: "j.id = ANY($2)" lets the generic
+// plan look each job up by (state, id), where the join on unnest alone
+// made it scan every 'running' entry of drover_jobs_state, the dead
+// versions that vacuum had not yet removed included (thousands under a
+// steady load), and hash-join them with the batch.
 const completeUpdate = `UPDATE drover_jobs j SET state = 'completed', finalized_at = $1::timestamptz,
 	output = c.output::json, lease_expires_at = NULL, settled = 'complete',
 	unique_key = CASE WHEN j.unique_by_period THEN j.unique_key END
 FROM unnest($2::bigint[], $3::text[], $4::text[]) AS c(id, token, output)
-WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running' AND ` + inTime + `
+WHERE j.id = ANY($2::bigint[]) AND j.id = c.id AND j.lease_token = c.token AND j.state = 'running' AND ` + inTime + `
 `
 
 // resolveSQL counts the completed jobs among $1 as done for the jobs that

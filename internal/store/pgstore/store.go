@@ -57,6 +57,10 @@ type Options struct {
 	// listener skips what its engine already knows; empty means a
 	// random id.
 	NodeID string
+	// AnalyzeEvery is how often the store checks whether drover_jobs,
+	// while young, needs its statistics refreshed (see analyze.go). Zero
+	// means 1s; negative leaves statistics to autovacuum alone.
+	AnalyzeEvery time.Duration
 }
 
 // Store is the PostgreSQL store. It is safe for concurrent use.
@@ -76,6 +80,10 @@ type Store struct {
 	// failBatches counts the batches settled, for tests.
 	failBatches atomic.Int64
 	closed      atomic.Bool
+	// the statistics keeper (analyze.go); analyzes counts its ANALYZEs
+	analyzeStop context.CancelFunc
+	analyzeDone chan struct{}
+	analyzes    atomic.Int64
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN), applies
@@ -165,6 +173,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, er
 	}
 	s.startAnnouncer()
 	s.startFailer()
+	s.startAnalyzer(opts.AnalyzeEvery)
 	return s, nil
 }
 
@@ -205,6 +214,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.stopAnalyzer()
 	s.stopFailer()
 	s.stopAnnouncer()
 	if s.ownPool {
