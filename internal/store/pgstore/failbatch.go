@@ -188,7 +188,7 @@ func (s *Store) failBatchOnce(ctx context.Context, batch []*failReq, results []f
 			unique_key = CASE WHEN u.release THEN NULL ELSE j.unique_key END
 			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::boolean[])
 				AS u(id, token, state, sched, fin, entry, release)
-			WHERE j.id = ANY($1::bigint[]) AND j.id = u.id AND j.lease_token = u.token AND j.state = 'running'
+			WHERE j.id = ANY($1::bigint[]) AND j.id = u.id AND j.lease_token = u.token AND (j.state = 'running') IS TRUE
 			RETURNING `+jobCols, uIDs, uTokens, uStates, uScheds, uFins, uEntries, uReleases))
 		if err != nil {
 			return err

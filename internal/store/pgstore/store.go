@@ -116,6 +116,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		// CPU each), since its generic plan's estimate looks worse.
 		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	}
+	if cfg.ConnConfig.RuntimeParams["jit"] == "" {
+		// A generic plan's estimates can pass jit_above_cost on a large
+		// table, and JIT compiles afresh at every execution: tens of
+		// milliseconds for a statement that runs in one.
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "drover"
 	}
