@@ -75,25 +75,19 @@ func ProbeMachine(ctx context.Context, dir string, cpuFor time.Duration) (Machin
 	}
 	slices.Sort(chunks)
 	med := chunks[len(chunks)/2]
-	slow := len(chunks) - slicesIndexAbove(chunks, 4*med)
+	slow := 0
+	for _, d := range chunks {
+		if d > 4*med {
+			slow++
+		}
+	}
 	m.CPUChunkP50 = float64(med) / float64(time.Microsecond)
 	m.CPUChunkP99 = float64(chunks[len(chunks)*99/100]) / float64(time.Microsecond)
 	m.SlowShare = float64(slow) / float64(len(chunks))
 	return m, ctx.Err()
 }
 
-// slicesIndexAbove returns the index of the first element of the sorted
-// ds above limit.
-func slicesIndexAbove(ds []time.Duration, limit time.Duration) int {
-	i, _ := slices.BinarySearchFunc(ds, limit, func(d, l time.Duration) int {
-		if d <= l {
-			return -1
-		}
-		return 1
-	})
-	return i
-}
-
+// quantileMs is the q-quantile of ds, in milliseconds.
 func quantileMs(ds []time.Duration, q float64) float64 {
 	if len(ds) == 0 {
 		return 0

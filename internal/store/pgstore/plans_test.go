@@ -7,6 +7,7 @@ import (
 
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store/pgstore"
+	"github.com/droverhq/drover/internal/store/pgstore/pgtest"
 )
 
 // TestPlansStayOnKeys checks the cached (generic) plans of the hot
@@ -61,5 +62,42 @@ func TestPlansStayOnKeys(t *testing.T) {
 		if strings.Contains(p, "Seq Scan on drover_jobs") || strings.Contains(p, "drover_jobs_state") {
 			t.Errorf("%s: the generic plan scans drover_jobs or a range of drover_jobs_state:\n%s", tc.name, p)
 		}
+	}
+}
+
+// TestPoolSessionDefaults checks the settings Open gives its connections
+// (generic plans, no JIT) and that a setting in the URL wins over them.
+func TestPoolSessionDefaults(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, query, wantPlan, wantJIT string
+	}{
+		{"defaults", "", "force_generic_plan", "off"},
+		{"url_wins", "plan_cache_mode=auto&jit=on", "auto", "on"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url := pgtest.TestURL(t)
+			schema := pgtest.TestSchema(t, url)
+			if tc.query != "" {
+				sep := "?"
+				if strings.Contains(url, "?") {
+					sep = "&"
+				}
+				url += sep + tc.query
+			}
+			s, err := pgstore.Open(t.Context(), url, pgstore.Options{Schema: schema})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var plan, jit string
+			if err := s.Pool().QueryRow(t.Context(), `SELECT current_setting('plan_cache_mode'), current_setting('jit')`).Scan(&plan, &jit); err != nil {
+				t.Fatal(err)
+			}
+			if plan != tc.wantPlan || jit != tc.wantJIT {
+				t.Errorf("plan_cache_mode=%s jit=%s, want %s and %s", plan, jit, tc.wantPlan, tc.wantJIT)
+			}
+		})
 	}
 }
