@@ -318,6 +318,7 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 	defer deadline.Stop()
 	poll := time.NewTicker(e.cfg.PollInterval)
 	defer poll.Stop()
+	parker, _ := e.store.(store.Parker)
 	for {
 		p.Now = e.Now()
 		jobs, err := e.store.Lease(ctx, p)
@@ -325,15 +326,37 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 			e.publishJobs(EventLeased, job.StateAvailable, p.Now, jobs)
 			return jobs, err
 		}
+		// Park with the store too, where it can: a job that arrives is
+		// then leased for this call in the insert's own transaction.
+		var parked store.ParkedLease
+		var handed <-chan struct{}
+		if parker != nil {
+			parked = parker.Park(p, e.Now)
+			handed = parked.Done()
+		}
+		var end func() ([]*job.Job, error)
 		select {
+		case <-handed:
 		case <-w.ch:
 		case <-poll.C:
 		case <-deadline.C:
-			return []*job.Job{}, nil
+			end = func() ([]*job.Job, error) { return []*job.Job{}, nil }
 		case <-e.stopWait:
-			return []*job.Job{}, nil
+			end = func() ([]*job.Job, error) { return []*job.Job{}, nil }
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			end = func() ([]*job.Job, error) { return nil, ctx.Err() }
+		}
+		if parked != nil {
+			// Jobs the store leased for this call are the caller's
+			// whatever ended the wait; an error there (a failed group
+			// commit) is left to the next Lease to report.
+			if got, perr := parked.Cancel(); perr == nil && len(got) > 0 {
+				e.publishJobs(EventLeased, job.StateAvailable, e.Now(), got)
+				return got, nil
+			}
+		}
+		if end != nil {
+			return end()
 		}
 	}
 }

@@ -360,6 +360,44 @@ func TestLeaseLongPollWakesOnEnqueue(t *testing.T) {
 	}
 }
 
+// TestLeaseWaitHandOff proves the hand-off of the embedded store: a lease
+// call that parked gets the job enqueued after it from the insert's own
+// commit, so insert and lease cost one commit, not two.
+func TestLeaseWaitHandOff(t *testing.T) {
+	t.Parallel()
+	b := setup(t, engine.Config{PollInterval: time.Hour})
+	st := b.spy.Store.(*sqlitestore.Store)
+	ch := leaseAsync(t.Context(), b.eng, engine.LeaseRequest{Queues: []string{"mail"}, Wait: 30 * time.Second})
+	select {
+	case <-b.spy.Parked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lease call did not park within 10s")
+	}
+	before := st.Stats().Commits
+	want := b.enqueue(t, job.Spec{Kind: "k", Queue: "mail"})[0]
+	r := recvLease(t, ch, 10*time.Second)
+	if r.err != nil {
+		t.Fatalf("Lease: %v", r.err)
+	}
+	if len(r.jobs) != 1 || r.jobs[0].ID != want.ID || r.jobs[0].State != job.StateRunning || r.jobs[0].LeaseToken == "" {
+		t.Fatalf("Lease returned %v, want job %d running with a token", r.jobs, want.ID)
+	}
+	if n := st.Stats().Commits - before; n != 1 {
+		t.Fatalf("enqueue and lease took %d commits, want 1", n)
+	}
+	got, err := b.eng.Get(t.Context(), want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != job.StateRunning || got.Attempt != 1 {
+		t.Fatalf("stored job is %s attempt %d, want running attempt 1", got.State, got.Attempt)
+	}
+	// The handed token is the live one: it completes the job.
+	if _, err := b.eng.Complete(t.Context(), want.ID, r.jobs[0].LeaseToken, nil); err != nil {
+		t.Fatalf("complete with the handed token: %v", err)
+	}
+}
+
 func TestLeaseWaitEndsEmpty(t *testing.T) {
 	t.Parallel()
 

@@ -167,6 +167,35 @@ type ReadyNotifier interface {
 	SetReadyHook(f func(queue string, n int))
 }
 
+// Parker is implemented by a store that can hand jobs to a waiting lease
+// call inside the very transaction that makes them available. A lease
+// call that found nothing parks; when a later write (an insert, a
+// promotion, a retry) makes jobs available on one of its queues, the store
+// leases for the parked call in that write's own transaction, so the job
+// reaches its worker after one commit instead of two: the insert's, then
+// the lease's. The engine still wakes parked calls by other means too, and
+// withdraws the park when they end.
+type Parker interface {
+	// Park registers a lease call for jobs of p.Queues; p.Now is ignored
+	// and now is read when the lease is made.
+	Park(p LeaseParams, now func() time.Time) ParkedLease
+}
+
+// ParkedLease is one parked lease call (see Parker).
+type ParkedLease interface {
+	// Done is closed once the store has leased jobs for the call, or
+	// failed to: Result then tells which.
+	Done() <-chan struct{}
+	// Result returns what the store leased for the call. It is valid
+	// once Done is closed.
+	Result() ([]*job.Job, error)
+	// Cancel withdraws the call. When the store had already taken it into
+	// a write, Cancel waits for that write and returns its result: those
+	// jobs are leased to the caller, who must work them or let their
+	// leases expire. After Cancel no jobs are leased for the call.
+	Cancel() ([]*job.Job, error)
+}
+
 // InsertParams are the inputs of Store.Insert.
 type InsertParams struct {
 	Now  time.Time

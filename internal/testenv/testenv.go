@@ -38,19 +38,43 @@ func (c *Clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// LeaseSpy is a real store with one observation added: it signals on
+// LeaseSpy is a real store with observations added: it signals on
 // Empty each time a Lease finds nothing, so a test knows that a waiting
-// lease has made its first try and is blocked until something wakes it.
-// Every call still goes to the real store.
+// lease has made its first try and is blocked until something wakes it,
+// and on Parked each time a lease call parks (store.Parker). Every call
+// still goes to the real store.
 type LeaseSpy struct {
 	store.Store
-	Empty chan struct{}
+	Empty  chan struct{}
+	Parked chan struct{}
 }
 
-// NewLeaseSpy wraps st, buffering up to n signals.
+// NewLeaseSpy wraps st, buffering up to n signals of each kind.
 func NewLeaseSpy(st store.Store, n int) *LeaseSpy {
-	return &LeaseSpy{Store: st, Empty: make(chan struct{}, n)}
+	return &LeaseSpy{Store: st, Empty: make(chan struct{}, n), Parked: make(chan struct{}, n)}
 }
+
+// Park implements store.Parker by passing the call on to the real store.
+// A store that cannot hand jobs off gets a park that never ends, which
+// is the same as none: the engine's other wake-ups end the wait.
+func (s *LeaseSpy) Park(p store.LeaseParams, now func() time.Time) store.ParkedLease {
+	var pk store.ParkedLease = idlePark{}
+	if pr, ok := s.Store.(store.Parker); ok {
+		pk = pr.Park(p, now)
+	}
+	select {
+	case s.Parked <- struct{}{}:
+	default:
+	}
+	return pk
+}
+
+// idlePark is a parked lease that never gets jobs.
+type idlePark struct{}
+
+func (idlePark) Done() <-chan struct{}       { return nil }
+func (idlePark) Result() ([]*job.Job, error) { return nil, nil }
+func (idlePark) Cancel() ([]*job.Job, error) { return nil, nil }
 
 // Lease implements store.Store.
 func (s *LeaseSpy) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, error) {

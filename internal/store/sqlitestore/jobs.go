@@ -330,47 +330,57 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, err
 	if p.Limit <= 0 || len(p.Queues) == 0 {
 		return nil, nil
 	}
+	var out []*job.Job
+	err := s.write(ctx, func(w *wtx) error {
+		var err error
+		out, err = w.lease(p, nil)
+		return err
+	})
+	return out, err
+}
+
+// lease leases up to p.Limit jobs of p.Queues in the group transaction.
+// Queues with no committed available job are skipped without a query,
+// unless gained says that this transaction made jobs available there
+// (a hand-off to a parked lease, see handoff.go).
+func (w *wtx) lease(p store.LeaseParams, gained map[string]int) ([]*job.Job, error) {
+	s := w.s
+	ctx := w.ctx
+	st := s.stmts
 	now := job.Truncate(p.Now)
 	exp := micros(now.Add(p.LeaseFor))
 	worker := store.CleanText(p.Worker)
-	var out []*job.Job
-	err := s.write(ctx, func(w *wtx) error {
-		ctx := w.ctx
-		st := s.stmts
-		queues := make([]string, 0, len(p.Queues))
-		for _, q := range p.Queues {
-			if !s.paused[q] && s.counts[q][job.StateAvailable] > 0 && !slices.Contains(queues, q) {
-				queues = append(queues, q)
-			}
+	queues := make([]string, 0, len(p.Queues))
+	for _, q := range p.Queues {
+		if !s.paused[q] && (s.counts[q][job.StateAvailable] > 0 || gained[q] > 0) && !slices.Contains(queues, q) {
+			queues = append(queues, q)
 		}
-		var (
-			jobs []*job.Job
-			err  error
-		)
-		switch len(queues) {
-		case 0:
-			return nil
-		case 1:
-			jobs, err = queryJobs(ctx, st.leaseQueue, micros(now), worker, exp, queues[0], p.Limit)
-		default:
-			ids, cerr := w.candidates(ctx, queues, p.Limit)
-			if cerr != nil {
-				return cerr
-			}
-			idj, _ := json.Marshal(ids)
-			jobs, err = queryJobs(ctx, st.leaseIDs, micros(now), worker, exp, string(idj))
+	}
+	var (
+		jobs []*job.Job
+		err  error
+	)
+	switch len(queues) {
+	case 0:
+		return nil, nil
+	case 1:
+		jobs, err = queryJobs(ctx, st.leaseQueue, micros(now), worker, exp, queues[0], p.Limit)
+	default:
+		ids, cerr := w.candidates(ctx, queues, p.Limit)
+		if cerr != nil {
+			return nil, cerr
 		}
-		if err != nil {
-			return fmt.Errorf("lease: %w", err)
-		}
-		store.SortFetchOrder(jobs)
-		for _, j := range jobs {
-			w.move(j.Queue, job.StateAvailable, job.StateRunning)
-		}
-		out = jobs
-		return nil
-	})
-	return out, err
+		idj, _ := json.Marshal(ids)
+		jobs, err = queryJobs(ctx, st.leaseIDs, micros(now), worker, exp, string(idj))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", err)
+	}
+	store.SortFetchOrder(jobs)
+	for _, j := range jobs {
+		w.move(j.Queue, job.StateAvailable, job.StateRunning)
+	}
+	return jobs, nil
 }
 
 // candidates returns the ids of the first limit available jobs across

@@ -176,6 +176,10 @@ type Store struct {
 	counts   map[string]map[job.State]int
 	paused   map[string]bool
 	depsRows int64 // rows in job_deps; writer-only
+
+	// Lease calls waiting for jobs, oldest first (see handoff.go).
+	parkMu sync.Mutex
+	parked []*parked
 }
 
 var _ store.Store = (*Store)(nil)

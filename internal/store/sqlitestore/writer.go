@@ -22,6 +22,9 @@ type op struct {
 
 	deltas []countDelta
 	after  []func()
+	// parked, when set, is the parked lease call this request leases
+	// for (see handoff.go).
+	parked *parked
 }
 
 type countDelta struct {
@@ -150,6 +153,9 @@ func (s *Store) commit(batch []*op) {
 	defer func() {
 		for _, o := range batch {
 			close(o.done)
+			if o.parked != nil {
+				s.settleParked(o)
+			}
 		}
 	}()
 	if err := s.failure(); err != nil {
@@ -168,7 +174,24 @@ func (s *Store) commit(batch []*op) {
 	w := &wtx{s: s, ctx: context.Background()}
 	multi := len(batch) > 1
 	ok := 0
-	for _, o := range batch {
+	requested := len(batch)
+	for i := 0; ; i++ {
+		if i == requested {
+			// Every request has run: lease in this same transaction for
+			// the parked calls whose queues it gave jobs to.
+			if err := w.flushPlain(); err != nil {
+				s.abandon(batch, err)
+				return
+			}
+			if h := s.handOffs(batch); len(h) > 0 {
+				batch = append(batch, h...)
+				multi = true
+			}
+		}
+		if i >= len(batch) {
+			break
+		}
+		o := batch[i]
 		if err := o.ctx.Err(); err != nil {
 			o.err = err
 			continue
