@@ -227,6 +227,13 @@ func (e *Engine) publishInserted(now time.Time, res []store.InsertResult) {
 }
 
 func (e *Engine) wakeInserted(res []store.InsertResult) {
+	if _, ok := e.store.(store.Parker); ok {
+		// The insert's own transaction leased its jobs for the parked
+		// calls, and a call that was not parked yet tries the store
+		// first when it parks: a wake-up would only make a parked call
+		// withdraw and try again for nothing.
+		return
+	}
 	woke := map[string]int{}
 	for _, r := range res {
 		if !r.Duplicate && r.Job.State == job.StateAvailable {
@@ -318,7 +325,9 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 	defer deadline.Stop()
 	poll := time.NewTicker(e.cfg.PollInterval)
 	defer poll.Stop()
-	parker, _ := e.store.(store.Parker)
+	if parker, ok := e.store.(store.Parker); ok {
+		return e.leaseParked(ctx, parker, p, w, deadline.C, poll.C)
+	}
 	for {
 		p.Now = e.Now()
 		jobs, err := e.store.Lease(ctx, p)
@@ -326,34 +335,48 @@ func (e *Engine) Lease(ctx context.Context, r LeaseRequest) ([]*job.Job, error) 
 			e.publishJobs(EventLeased, job.StateAvailable, p.Now, jobs)
 			return jobs, err
 		}
-		// Park with the store too, where it can: a job that arrives is
-		// then leased for this call in the insert's own transaction.
-		var parked store.ParkedLease
-		var handed <-chan struct{}
-		if parker != nil {
-			parked = parker.Park(p, e.Now)
-			handed = parked.Done()
-		}
-		var end func() ([]*job.Job, error)
 		select {
-		case <-handed:
 		case <-w.ch:
 		case <-poll.C:
 		case <-deadline.C:
+			return []*job.Job{}, nil
+		case <-e.stopWait:
+			return []*job.Job{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// leaseParked is Lease's wait on a store that hands jobs off (the
+// embedded store): the call parks in the store, and the write that makes a
+// job available leases it for the call in its own transaction. Wake-ups
+// from the notifier (a resumed queue, another node) and the poll tick make
+// it withdraw and park again, which tries the store first.
+func (e *Engine) leaseParked(ctx context.Context, parker store.Parker, p store.LeaseParams, w *waiter, deadline, poll <-chan time.Time) ([]*job.Job, error) {
+	for {
+		parked, err := parker.Park(ctx, p, e.Now)
+		if err != nil {
+			return nil, err
+		}
+		var end func() ([]*job.Job, error)
+		select {
+		case <-parked.Done():
+		case <-w.ch:
+		case <-poll:
+		case <-deadline:
 			end = func() ([]*job.Job, error) { return []*job.Job{}, nil }
 		case <-e.stopWait:
 			end = func() ([]*job.Job, error) { return []*job.Job{}, nil }
 		case <-ctx.Done():
 			end = func() ([]*job.Job, error) { return nil, ctx.Err() }
 		}
-		if parked != nil {
-			// Jobs the store leased for this call are the caller's
-			// whatever ended the wait; an error there (a failed group
-			// commit) is left to the next Lease to report.
-			if got, perr := parked.Cancel(); perr == nil && len(got) > 0 {
-				e.publishJobs(EventLeased, job.StateAvailable, e.Now(), got)
-				return got, nil
-			}
+		// Jobs the store leased for this call are the caller's whatever
+		// ended the wait; an error there (a failed group commit) is left
+		// to the next Park to report.
+		if got, perr := parked.Cancel(); perr == nil && len(got) > 0 {
+			e.publishJobs(EventLeased, job.StateAvailable, e.Now(), got)
+			return got, nil
 		}
 		if end != nil {
 			return end()

@@ -169,16 +169,18 @@ type ReadyNotifier interface {
 
 // Parker is implemented by a store that can hand jobs to a waiting lease
 // call inside the very transaction that makes them available. A lease
-// call that found nothing parks; when a later write (an insert, a
-// promotion, a retry) makes jobs available on one of its queues, the store
-// leases for the parked call in that write's own transaction, so the job
-// reaches its worker after one commit instead of two: the insert's, then
-// the lease's. The engine still wakes parked calls by other means too, and
-// withdraws the park when they end.
+// call parks; when a later write (an insert, a promotion, a retry) makes
+// jobs available on one of its queues, the store leases for the parked
+// call in that write's own transaction, so the job reaches its worker
+// after one commit instead of two: the insert's, then the lease's. The
+// engine uses Park instead of Lease for a call that may wait.
 type Parker interface {
-	// Park registers a lease call for jobs of p.Queues; p.Now is ignored
-	// and now is read when the lease is made.
-	Park(p LeaseParams, now func() time.Time) ParkedLease
+	// Park leases up to p.Limit jobs of p.Queues like Lease, reading now
+	// for the time; when there are none, it parks the call, atomically
+	// with respect to every write, so that no job made available after
+	// the try can miss it. The result is Done at once when the try
+	// leased jobs. p.Now is ignored.
+	Park(ctx context.Context, p LeaseParams, now func() time.Time) (ParkedLease, error)
 }
 
 // ParkedLease is one parked lease call (see Parker).

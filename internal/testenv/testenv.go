@@ -39,10 +39,11 @@ func (c *Clock) Advance(d time.Duration) {
 }
 
 // LeaseSpy is a real store with observations added: it signals on
-// Empty each time a Lease finds nothing, so a test knows that a waiting
-// lease has made its first try and is blocked until something wakes it,
-// and on Parked each time a lease call parks (store.Parker). Every call
-// still goes to the real store.
+// Empty each time a lease try finds nothing (Lease, or Park that parked),
+// so a test knows that a waiting lease has made its first try and is
+// blocked until something wakes it, and on Parked each time a lease call
+// parks. Every call still goes to the real store, which must implement
+// store.Parker, as the embedded store does.
 type LeaseSpy struct {
 	store.Store
 	Empty  chan struct{}
@@ -55,35 +56,32 @@ func NewLeaseSpy(st store.Store, n int) *LeaseSpy {
 }
 
 // Park implements store.Parker by passing the call on to the real store.
-// A store that cannot hand jobs off gets a park that never ends, which
-// is the same as none: the engine's other wake-ups end the wait.
-func (s *LeaseSpy) Park(p store.LeaseParams, now func() time.Time) store.ParkedLease {
-	var pk store.ParkedLease = idlePark{}
-	if pr, ok := s.Store.(store.Parker); ok {
-		pk = pr.Park(p, now)
+func (s *LeaseSpy) Park(ctx context.Context, p store.LeaseParams, now func() time.Time) (store.ParkedLease, error) {
+	pk, err := s.Store.(store.Parker).Park(ctx, p, now)
+	if err != nil {
+		return nil, err
 	}
 	select {
-	case s.Parked <- struct{}{}:
+	case <-pk.Done():
 	default:
+		signal(s.Empty)
+		signal(s.Parked)
 	}
-	return pk
+	return pk, nil
 }
 
-// idlePark is a parked lease that never gets jobs.
-type idlePark struct{}
-
-func (idlePark) Done() <-chan struct{}       { return nil }
-func (idlePark) Result() ([]*job.Job, error) { return nil, nil }
-func (idlePark) Cancel() ([]*job.Job, error) { return nil, nil }
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
 
 // Lease implements store.Store.
 func (s *LeaseSpy) Lease(ctx context.Context, p store.LeaseParams) ([]*job.Job, error) {
 	jobs, err := s.Store.Lease(ctx, p)
 	if err == nil && len(jobs) == 0 {
-		select {
-		case s.Empty <- struct{}{}:
-		default:
-		}
+		signal(s.Empty)
 	}
 	return jobs, err
 }

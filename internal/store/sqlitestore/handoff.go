@@ -53,18 +53,44 @@ type parked struct {
 
 var _ store.Parker = (*Store)(nil)
 
-// Park implements store.Parker.
-func (s *Store) Park(p store.LeaseParams, now func() time.Time) store.ParkedLease {
+// Park implements store.Parker. The try and the registration are one
+// write request, so they are atomic with respect to every other write:
+// a job made available after the try is handed to this call.
+func (s *Store) Park(ctx context.Context, p store.LeaseParams, now func() time.Time) (store.ParkedLease, error) {
 	pk := &parked{s: s, p: p, now: now, done: make(chan struct{})}
-	if p.Limit <= 0 || len(p.Queues) == 0 || s.closed.Load() {
+	if p.Limit <= 0 || len(p.Queues) == 0 {
 		// Nothing can be leased for it: it stays waiting, unlisted,
 		// until withdrawn.
-		return pk
+		return pk, nil
 	}
-	s.parkMu.Lock()
-	s.parked = append(s.parked, pk)
-	s.parkMu.Unlock()
-	return pk
+	var leased []*job.Job // by the try, not by a hand-off
+	err := s.write(ctx, func(w *wtx) error {
+		lp := p
+		lp.Now = now()
+		jobs, err := w.lease(lp, nil)
+		if err != nil {
+			return err
+		}
+		if len(jobs) > 0 {
+			leased = jobs
+			return nil
+		}
+		s.parkMu.Lock()
+		s.parked = append(s.parked, pk)
+		s.parkMu.Unlock()
+		return nil
+	})
+	if err != nil {
+		// The write failed: whatever it leased or parked does not stand.
+		pk.Cancel() //nolint:errcheck // reporting err; a failed write leased nothing
+		return nil, err
+	}
+	if len(leased) > 0 {
+		pk.jobs = leased
+		pk.state = parkDone
+		close(pk.done)
+	}
+	return pk, nil
 }
 
 // Done implements store.ParkedLease.
@@ -89,6 +115,7 @@ func (pk *parked) Cancel() ([]*job.Job, error) {
 		s.unpark(pk)
 		pk.state = parkDone
 		pk.cancelled = true
+		close(pk.done)
 		s.parkMu.Unlock()
 		return nil, nil
 	case parkTaken:

@@ -46,8 +46,13 @@ func insertJobs(t *testing.T, s *sqlitestore.Store, specs ...job.Spec) []*job.Jo
 	return out
 }
 
-func park(s *sqlitestore.Store, queue string, limit int) store.ParkedLease {
-	return s.Park(store.LeaseParams{Queues: []string{queue}, Limit: limit, LeaseFor: time.Minute, Worker: "w"}, time.Now)
+func park(t *testing.T, s *sqlitestore.Store, queue string, limit int) store.ParkedLease {
+	t.Helper()
+	pk, err := s.Park(t.Context(), store.LeaseParams{Queues: []string{queue}, Limit: limit, LeaseFor: time.Minute, Worker: "w"}, time.Now)
+	if err != nil {
+		t.Fatalf("park: %v", err)
+	}
+	return pk
 }
 
 func handed(t *testing.T, pk store.ParkedLease) []*job.Job {
@@ -83,7 +88,7 @@ func availableIn(t *testing.T, s *sqlitestore.Store, queue string) int {
 func TestHandOffLeasesInTheInsertCommit(t *testing.T) {
 	t.Parallel()
 	s := openHandOff(t)
-	pk := park(s, "q", 1)
+	pk := park(t, s, "q", 1)
 	before := s.Stats().Commits
 	want := insertJobs(t, s, job.Spec{Kind: "k", Queue: "q"})[0]
 	jobs := handed(t, pk)
@@ -103,12 +108,33 @@ func TestHandOffLeasesInTheInsertCommit(t *testing.T) {
 	}
 }
 
+// TestParkTriesFirst: a call parks only when nothing is available; a job
+// already waiting is leased by Park itself.
+func TestParkTriesFirst(t *testing.T) {
+	t.Parallel()
+	s := openHandOff(t)
+	want := insertJobs(t, s, job.Spec{Kind: "k", Queue: "q"})[0]
+	pk := park(t, s, "q", 5)
+	select {
+	case <-pk.Done():
+	default:
+		t.Fatal("Park parked although a job was available")
+	}
+	got, err := pk.Result()
+	if err != nil || len(got) != 1 || got[0].ID != want.ID || got[0].State != job.StateRunning {
+		t.Fatalf("Park leased %v, %v; want job %d running", got, err, want.ID)
+	}
+	if again, err := pk.Cancel(); err != nil || len(again) != 1 {
+		t.Fatalf("Cancel after Done = %v, %v; want the same job", again, err)
+	}
+}
+
 // TestHandOffOldestFirstOnePerJob: one job goes to the call that parked
 // first; the other call keeps waiting and gets the next job.
 func TestHandOffOldestFirstOnePerJob(t *testing.T) {
 	t.Parallel()
 	s := openHandOff(t)
-	first, second := park(s, "q", 1), park(s, "q", 1)
+	first, second := park(t, s, "q", 1), park(t, s, "q", 1)
 	a := insertJobs(t, s, job.Spec{Kind: "k", Queue: "q"})[0]
 	if got := handed(t, first); len(got) != 1 || got[0].ID != a.ID {
 		t.Fatalf("first call got %v, want job %d", got, a.ID)
@@ -124,7 +150,7 @@ func TestHandOffOldestFirstOnePerJob(t *testing.T) {
 func TestHandOffFetchOrder(t *testing.T) {
 	t.Parallel()
 	s := openHandOff(t)
-	pk := park(s, "q", 1)
+	pk := park(t, s, "q", 1)
 	ins := insertJobs(t, s, job.Spec{Kind: "k", Queue: "q", Priority: 5}, job.Spec{Kind: "k", Queue: "q", Priority: 1})
 	got := handed(t, pk)
 	if len(got) != 1 || got[0].ID != ins[1].ID {
@@ -143,7 +169,7 @@ func TestHandOffLeavesOtherQueuesAndPausedOnes(t *testing.T) {
 	if err := s.SetQueuePaused(t.Context(), store.QueuePauseParams{Now: time.Now(), Queue: "paused", Paused: true}); err != nil {
 		t.Fatal(err)
 	}
-	other, onPaused := park(s, "other", 1), park(s, "paused", 1)
+	other, onPaused := park(t, s, "other", 1), park(t, s, "paused", 1)
 	insertJobs(t, s, job.Spec{Kind: "k", Queue: "q"}, job.Spec{Kind: "k", Queue: "paused"})
 	// Cancel waits for a hand-off in progress, so nothing can arrive
 	// after it: these calls got nothing.
@@ -168,7 +194,7 @@ func TestHandOffCancelLosesNothing(t *testing.T) {
 	got := map[job.ID]int{}
 	inserted := map[job.ID]bool{}
 	for range rounds {
-		pk := park(s, "q", 1)
+		pk := park(t, s, "q", 1)
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() {
