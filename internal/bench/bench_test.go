@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/droverhq/drover/internal/config"
+	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/server"
 )
 
@@ -122,6 +123,17 @@ func runOverServer(t *testing.T, protocol string) {
 	}
 	if !strings.Contains(progress.String(), "W5 skipped") {
 		t.Errorf("W5 not reported as skipped over %s:\n%s", protocol, progress.String())
+	}
+	// Every job the workloads leased was settled before they returned:
+	// none is left running until its lease expires.
+	queues, err := srv.Engine().Queues(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range queues {
+		if n := q.Counts[job.StateRunning]; n != 0 {
+			t.Errorf("queue %s has %d jobs still running after the run over %s", q.Name, n, protocol)
+		}
 	}
 	if _, err := Run(t.Context(), Config{Server: "http://" + ln.Addr().String(), Protocol: protocol, Workloads: []string{"W5"}}); err == nil {
 		t.Errorf("W5 over %s did not fail", protocol)

@@ -194,8 +194,9 @@ func restW4(ctx context.Context, r *runner) (Result, error) {
 	n := int(dur / time.Millisecond)
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
-	var started atomic.Int64
+	var started, completed atomic.Int64
 	all := make(chan struct{})
+	settled := make(chan struct{})
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -214,7 +215,11 @@ func restW4(ctx context.Context, r *runner) (Result, error) {
 				if int(started.Add(1)) == n {
 					close(all)
 				}
-			}, nil)
+			}, func() {
+				if int(completed.Add(1)) == n {
+					close(settled)
+				}
+			})
 		}()
 	}
 	stop := r.ticker("started", func() int { return int(started.Load()) }, n)
@@ -238,6 +243,15 @@ func restW4(ctx context.Context, r *runner) (Result, error) {
 		}
 	}
 	elapsed := time.Since(start)
+	if err == nil {
+		// Let the last jobs' completions land before the workers stop,
+		// so that no job is left running until its lease expires.
+		select {
+		case <-settled:
+		case <-time.After(30 * time.Second):
+			err = fmt.Errorf("only %d of %d jobs completed", completed.Load(), n)
+		}
+	}
 	cancel()
 	wg.Wait()
 	stop()
