@@ -359,17 +359,17 @@ func (e *Engine) leaseParked(ctx context.Context, parker store.Parker, p store.L
 		if err != nil {
 			return nil, err
 		}
-		var end func() ([]*job.Job, error)
+		ended, cancelled := false, false
 		select {
 		case <-parked.Done():
 		case <-w.ch:
 		case <-poll:
 		case <-deadline:
-			end = func() ([]*job.Job, error) { return []*job.Job{}, nil }
+			ended = true
 		case <-e.stopWait:
-			end = func() ([]*job.Job, error) { return []*job.Job{}, nil }
+			ended = true
 		case <-ctx.Done():
-			end = func() ([]*job.Job, error) { return nil, ctx.Err() }
+			ended, cancelled = true, true
 		}
 		// Jobs the store leased for this call are the caller's whatever
 		// ended the wait; an error there (a failed group commit) is left
@@ -378,8 +378,11 @@ func (e *Engine) leaseParked(ctx context.Context, parker store.Parker, p store.L
 			e.publishJobs(EventLeased, job.StateAvailable, e.Now(), got)
 			return got, nil
 		}
-		if end != nil {
-			return end()
+		if cancelled {
+			return nil, ctx.Err()
+		}
+		if ended {
+			return []*job.Job{}, nil
 		}
 	}
 }

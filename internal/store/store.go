@@ -186,7 +186,7 @@ type Parker interface {
 // ParkedLease is one parked lease call (see Parker).
 type ParkedLease interface {
 	// Done is closed once the store has leased jobs for the call, or
-	// failed to: Result then tells which.
+	// failed to, or the call was withdrawn: Result then tells which.
 	Done() <-chan struct{}
 	// Result returns what the store leased for the call. It is valid
 	// once Done is closed.

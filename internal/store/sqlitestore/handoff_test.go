@@ -8,6 +8,7 @@ import (
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/store"
 	"github.com/droverhq/drover/internal/store/sqlitestore"
+	"github.com/droverhq/drover/internal/store/sqlitestore/sqlitevfs"
 )
 
 func openHandOff(t *testing.T) *sqlitestore.Store {
@@ -232,5 +233,59 @@ func TestHandOffCancelLosesNothing(t *testing.T) {
 	}
 	if len(got) != rounds {
 		t.Errorf("%d distinct jobs leased, want %d", len(got), rounds)
+	}
+}
+
+// TestHandOffCancelWhileTaken withdraws a call at the moment the writer
+// holds it: its lease has run, and the commit is held inside its fsync.
+// Cancel must wait for that commit and return the job leased for the
+// call, which would otherwise be leased to nobody until its lease expired.
+func TestHandOffCancelWhileTaken(t *testing.T) {
+	t.Parallel()
+	faults := sqlitevfs.NewFaults()
+	s, err := sqlitestore.Open(t.TempDir(), sqlitestore.Options{Faults: faults, CheckpointEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pk := park(t, s, "q", 1)
+	held, release := make(chan struct{}), make(chan struct{})
+	var released sync.Once
+	letGo := func() { released.Do(func() { close(release) }) }
+	defer letGo() // before Close, which waits for the held commit
+	var once sync.Once
+	faults.BeforeSync(func(int) {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	})
+	inserted := make(chan *job.Job, 1)
+	go func() { inserted <- insertJobs(t, s, job.Spec{Kind: "k", Queue: "q"})[0] }()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the insert's commit never reached its fsync")
+	}
+	cancelled := make(chan []*job.Job, 1)
+	go func() {
+		jobs, err := pk.Cancel()
+		if err != nil {
+			t.Errorf("cancel: %v", err)
+		}
+		cancelled <- jobs
+	}()
+	// Cancel must not return while the commit is held. This wait cannot
+	// fail a correct store; it gives a wrong one time to answer early.
+	select {
+	case got := <-cancelled:
+		t.Fatalf("Cancel returned %v while the writer held the call", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+	letGo()
+	want := <-inserted
+	got := <-cancelled
+	if len(got) != 1 || got[0].ID != want.ID || got[0].State != job.StateRunning {
+		t.Fatalf("Cancel during the hand-off returned %v, want job %d leased", got, want.ID)
 	}
 }
