@@ -26,6 +26,7 @@ func newBenchCmd() *cobra.Command {
 		cpuProfile  string
 		token       string
 		protocol    string
+		ceilings    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -47,6 +48,14 @@ a fresh queue); W5 is in-process only. --protocol says how: rest (HTTP
 calls and long-poll leases) or grpc (the Go library's remote store:
 gRPC inserts and workers on the Work stream).
 
+With --ceilings, it measures the machine instead: the workloads' shapes
+with Drover taken out, to read Drover's figures against what the same
+minutes allow.
+
+  C1  W1's SQL alone in PostgreSQL (needs --database-url)
+  C2  W2's HTTP alone: 50 clients, a handler that only decodes and answers
+  C3  W3's lease and completion SQL alone in PostgreSQL (needs --database-url)
+
 Progress lines go to stderr; the table (or --json) to stdout.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,6 +70,9 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 			}
 			if protocol == "grpc" && server == "" {
 				return &usageError{errors.New("--protocol grpc needs --server")}
+			}
+			if ceilings && (server != "" || workloads != "") {
+				return &usageError{errors.New("--ceilings measures the machine alone: it takes no --server or --workloads")}
 			}
 			if scale <= 0 || scale > 100 {
 				return &usageError{errors.New("--scale must be in (0, 100]")}
@@ -94,10 +106,15 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 				machine = m.String()
 				fmt.Fprintln(cmd.ErrOrStderr(), machine)
 			}
-			results, err := bench.Run(cmd.Context(), bench.Config{
+			cfg := bench.Config{
 				Workloads: ids, DataDir: dataDir, Scale: scale, NoSync: noSync, Progress: cmd.ErrOrStderr(),
 				Server: server, Token: token, DatabaseURL: databaseURL, Protocol: protocol,
-			})
+			}
+			run := bench.Run
+			if ceilings {
+				run = bench.Ceilings
+			}
+			results, err := run(cmd.Context(), cfg)
 			if err != nil && len(results) == 0 {
 				if strings.Contains(err.Error(), "unknown workload") {
 					return &usageError{err}
@@ -128,6 +145,7 @@ Progress lines go to stderr; the table (or --json) to stdout.`,
 	f.StringVar(&server, "server", "", "run W1-W4 against a running server over REST instead of in-process")
 	f.StringVar(&token, "token", "", "bearer token for --server")
 	f.StringVar(&protocol, "protocol", "rest", "with --server: rest, or grpc for the Go library's remote store (gRPC and the Work stream)")
+	f.BoolVar(&ceilings, "ceilings", false, "measure the machine's ceilings C1-C3 (the workloads' HTTP and SQL with Drover taken out) instead of the workloads")
 	f.StringVar(&databaseURL, "database-url", "", "run in-process on this PostgreSQL database, each workload in a fresh schema (DROVER_DATABASE_URL)")
 	return cmd
 }

@@ -183,23 +183,40 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			res, err = w.run(ctx, r)
 			r.close()
 			os.RemoveAll(dir)
-			if r.schema != "" {
-				if derr := dropSchema(cfg.DatabaseURL, r.schema); derr != nil && err == nil {
-					err = derr
-				}
-			}
+			err = r.dropSchema(err)
 		}
-		if err != nil {
-			return out, fmt.Errorf("%s: %w", w.id, err)
-		}
-		res.Workload, res.Desc = w.id, w.desc
-		if res.Seconds > 0 && res.JobsPerSec == 0 {
-			res.JobsPerSec = float64(res.Jobs) / res.Seconds
+		if res, err = r.finish(res, err, w.desc); err != nil {
+			return out, err
 		}
 		out = append(out, res)
-		fmt.Fprintf(cfg.Progress, "%s done: %s\n", w.id, summary(res))
 	}
 	return out, nil
+}
+
+// dropSchema drops the runner's PostgreSQL schema, if it has one, and
+// returns err, or the drop's error when err is nil.
+func (r *runner) dropSchema(err error) error {
+	if r.schema == "" {
+		return err
+	}
+	if derr := dropSchema(r.cfg.DatabaseURL, r.schema); derr != nil && err == nil {
+		return derr
+	}
+	return err
+}
+
+// finish labels a run's result, fills in its rate and reports it, or
+// names the run in its error.
+func (r *runner) finish(res Result, err error, desc string) (Result, error) {
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", r.id, err)
+	}
+	res.Workload, res.Desc = r.id, desc
+	if res.Seconds > 0 && res.JobsPerSec == 0 {
+		res.JobsPerSec = float64(res.Jobs) / res.Seconds
+	}
+	fmt.Fprintf(r.cfg.Progress, "%s done: %s\n", r.id, summary(res))
+	return res, nil
 }
 
 func summary(r Result) string {

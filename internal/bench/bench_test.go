@@ -14,6 +14,8 @@ import (
 	"github.com/droverhq/drover/internal/config"
 	"github.com/droverhq/drover/internal/job"
 	"github.com/droverhq/drover/internal/server"
+	"github.com/droverhq/drover/internal/store/pgstore/pgtest"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TestRunAllWorkloadsSmall runs every workload at a tiny scale and checks
@@ -168,5 +170,54 @@ func TestProbeMachine(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
 		t.Errorf("the probe left files behind in its directory: %v %v", entries, err)
+	}
+}
+
+// TestCeilingsSmall runs the ceilings at a tiny scale: C2 always, C1 and
+// C3 on the test PostgreSQL. Each checks its own work (rows inserted,
+// every leased job completed, every request answered 201); this checks
+// what each reports and that the scratch schemas are gone afterwards.
+func TestCeilingsSmall(t *testing.T) {
+	t.Parallel()
+	url := pgtest.TestURL(t)
+	var progress bytes.Buffer
+	results, err := Ceilings(t.Context(), Config{Scale: 0.02, DatabaseURL: url, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range results {
+		ids = append(ids, r.Workload)
+		if r.Jobs <= 0 || r.Seconds <= 0 || r.JobsPerSec <= 0 || r.Desc == "" {
+			t.Errorf("%s: %+v", r.Workload, r)
+		}
+		if r.Workload == "C2" && (r.P50ms <= 0 || r.P99ms < r.P50ms) {
+			t.Errorf("C2 latencies p50 %f p99 %f", r.P50ms, r.P99ms)
+		}
+	}
+	if strings.Join(ids, ",") != "C1,C2,C3" {
+		t.Fatalf("ran %v, want C1,C2,C3", ids)
+	}
+	pool, err := pgxpool.New(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var left int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'drover\_ceiling\_%'`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d ceiling schemas left behind", left)
+	}
+
+	// Without a database only C2 runs, and the others say why not.
+	progress.Reset()
+	results, err = Ceilings(t.Context(), Config{Scale: 0.01, Progress: &progress})
+	if err != nil || len(results) != 1 || results[0].Workload != "C2" {
+		t.Fatalf("without a database: %v, %+v", err, results)
+	}
+	if !strings.Contains(progress.String(), "C1 skipped: needs --database-url") {
+		t.Errorf("progress:\n%s", progress.String())
 	}
 }
