@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"modernc.org/libc"
@@ -36,8 +37,9 @@ type Faults struct {
 	syncs      int
 	failAt     int // the sync that fails; 0 for none
 	written    int64
-	space      int64 // bytes that may still be written; negative: no limit
-	full       int   // writes refused for space
+	writes     map[string]int // write calls, by file name suffix ("", "-wal", ...)
+	space      int64          // bytes that may still be written; negative: no limit
+	full       int            // writes refused for space
 	off        bool
 	open       int // files open that the plan tracks
 	tracks     map[string]*track
@@ -58,7 +60,15 @@ type track struct {
 
 // NewFaults returns a plan that injects nothing until told to.
 func NewFaults() *Faults {
-	return &Faults{space: -1, tracks: map[string]*track{}}
+	return &Faults{space: -1, tracks: map[string]*track{}, writes: map[string]int{}}
+}
+
+// Writes returns how many write calls reached files whose names end in
+// suffix ("-wal" for WAL files).
+func (p *Faults) Writes(suffix string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.writes[suffix]
 }
 
 // FailSync makes the n-th fsync from now (n >= 1) fail with
@@ -211,6 +221,7 @@ func (p *Faults) write(tls *libc.TLS, f *file, zBuf uintptr, n int32, off int64)
 		n, full = int32(p.space), true //nolint:gosec // G115: p.space < n, an int32
 		p.full++
 	}
+	p.writes[fileSuffix(f.path)]++
 	if n > 0 {
 		if f.track != nil {
 			if rc := f.track.save(tls, f, off, int64(n)); rc != sqlite3.SQLITE_OK {
@@ -354,4 +365,15 @@ func (t *track) restore(path string, mode LossMode, rng *rand.Rand) error {
 		return err
 	}
 	return f.Close()
+}
+
+// fileSuffix is what follows the database's name in path: "-wal",
+// "-journal", "-shm", or "" for the database itself.
+func fileSuffix(path string) string {
+	for _, s := range []string{"-wal", "-journal", "-shm"} {
+		if strings.HasSuffix(path, s) {
+			return s
+		}
+	}
+	return ""
 }

@@ -246,6 +246,9 @@ func fileCheckReservedLock(tls *libc.TLS, pFile, pResOut uintptr) int32 {
 
 func fileFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
 	f := fileOf(pFile)
+	if rc := f.flushPending(tls); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
 	return cfunc[controlFn](f.m.FxFileControl)(tls, f.inner, op, pArg)
 }
 

@@ -185,13 +185,7 @@ func TestFlippedBitFailsTheRead(t *testing.T) {
 // remembers the failure.
 func TestFailedSyncIsReported(t *testing.T) {
 	t.Parallel()
-	faults := sqlitevfs.NewFaults()
-	v := newVFS(t, faults)
-	path := filepath.Join(t.TempDir(), "db")
-	if err := sqlitevfs.CreateDatabase(path); err != nil {
-		t.Fatal(err)
-	}
-	db := openDB(t, v, path)
+	faults, v, _, db := newFaultyDB(t)
 	defer db.Close()
 	mustExec(t, db, "CREATE TABLE t (v INTEGER)")
 	if v.SyncErr() != nil {
@@ -214,13 +208,7 @@ func TestFailedSyncIsReported(t *testing.T) {
 // writing works again once space returns.
 func TestSpaceBudget(t *testing.T) {
 	t.Parallel()
-	faults := sqlitevfs.NewFaults()
-	v := newVFS(t, faults)
-	path := filepath.Join(t.TempDir(), "db")
-	if err := sqlitevfs.CreateDatabase(path); err != nil {
-		t.Fatal(err)
-	}
-	db := openDB(t, v, path)
+	faults, v, _, db := newFaultyDB(t)
 	defer db.Close()
 	mustExec(t, db, "CREATE TABLE t (v TEXT)")
 	faults.SetSpace(1000)
@@ -409,20 +397,7 @@ func TestWALFramesStaySound(t *testing.T) {
 	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
 		t.Fatalf("no WAL to check: %v", err)
 	}
-	crash := filepath.Join(t.TempDir(), "db")
-	for _, suffix := range []string{"", "-wal"} {
-		data, err := os.ReadFile(path + suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(crash+suffix, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	plain, err := sql.Open("sqlite", "file:"+crash)
-	if err != nil {
-		t.Fatal(err)
-	}
+	crash, plain := crashCopy(t, path)
 	var n int
 	if err := plain.QueryRowContext(t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil || n != rows {
 		t.Fatalf("SQLite's own VFS recovered %d rows (%v), want %d: the WAL chain is broken", n, err, rows)
@@ -529,4 +504,101 @@ func TestVacuumIntoCopies(t *testing.T) {
 		}
 		copyDB.Close()
 	}
+}
+
+// TestCommitIsOneWALWrite: the frames of one transaction reach the WAL in
+// one write call, however many pages it changed, up to the 120 KiB one
+// call may carry; larger transactions take one call per 120 KiB. What
+// they hold reads back, from this connection and from SQLite's own VFS
+// after a crash (a copy of the files taken while the database is open).
+func TestCommitIsOneWALWrite(t *testing.T) {
+	t.Parallel()
+	faults, _, path, db := newFaultyDB(t)
+	defer db.Close()
+	mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
+	mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+	mustExec(t, db, "CREATE INDEX t_v ON t (v)")
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	insert := func(rows, round int) (writes int, bytes int64) {
+		beforeW, beforeB := faults.Writes("-wal"), walSize()
+		tx, err := db.BeginTx(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range rows {
+			if _, err := tx.ExecContext(t.Context(), "INSERT INTO t (v) VALUES (?)", strings.Repeat(fmt.Sprint((round+i)%10), 500)); err != nil {
+				t.Fatalf("round %d: insert: %v", round, err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatalf("round %d: commit: %v", round, err)
+		}
+		return faults.Writes("-wal") - beforeW, walSize() - beforeB
+	}
+	total := 0
+	for round := range 5 {
+		// 20 rows of 500 bytes, each in the table and the index: eight
+		// pages or more.
+		writes, bytes := insert(20, round)
+		total += 20
+		if writes != 1 || bytes < 8*4096 {
+			t.Fatalf("round %d: %d WAL writes for %d bytes of frames, want 1", round, writes, bytes)
+		}
+	}
+	// A commit of about a megabyte: a handful of calls, not a pair per
+	// page.
+	writes, bytes := insert(1000, 0)
+	total += 1000
+	if most := int(bytes/(100<<10)) + 2; writes > most || bytes < 1<<20 {
+		t.Fatalf("%d WAL writes for %d bytes of frames, want at most %d", writes, bytes, most)
+	}
+	var n int
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM t WHERE length(v) = 500").Scan(&n); err != nil || n != total {
+		t.Fatalf("read back %d rows (%v), want %d", n, err, total)
+	}
+	_, plain := crashCopy(t, path)
+	defer plain.Close()
+	if err := plain.QueryRowContext(t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil || n != total {
+		t.Fatalf("SQLite's own VFS recovered %d rows (%v), want %d", n, err, total)
+	}
+}
+
+// crashCopy copies the database at path and its WAL, as a crash while it
+// is open leaves them, and opens the copy with SQLite's own VFS.
+func crashCopy(t *testing.T, path string) (string, *sql.DB) {
+	t.Helper()
+	crash := filepath.Join(t.TempDir(), "db")
+	for _, suffix := range []string{"", "-wal"} {
+		data, err := os.ReadFile(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crash+suffix, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain, err := sql.Open("sqlite", "file:"+crash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crash, plain
+}
+
+// newFaultyDB creates a sealed database under a VFS with a fault plan and
+// opens it with the store's durable settings.
+func newFaultyDB(t *testing.T) (*sqlitevfs.Faults, *sqlitevfs.VFS, string, *sql.DB) {
+	t.Helper()
+	faults := sqlitevfs.NewFaults()
+	v := newVFS(t, faults)
+	path := filepath.Join(t.TempDir(), "db")
+	if err := sqlitevfs.CreateDatabase(path); err != nil {
+		t.Fatal(err)
+	}
+	return faults, v, path, openDB(t, v, path)
 }
