@@ -17,7 +17,7 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 GQLGEN     = (cd api/graphql && $(GO) tool gqlgen generate --config gqlgen.yml)
 GQLGEN_OUT := internal/graphqlapi/exec_gen.go internal/graphqlapi/models_gen.go
 
-.PHONY: help build run test test-short pg lint golangci-lint fmt vet crash soak faults partition overload vulncheck fuzz fuzz-ci bench bench-workloads generate gen-check verify clean
+.PHONY: help build run test test-short pg lint golangci-lint fmt vet crash soak faults partition overload vulncheck fuzz fuzz-ci bench bench-workloads ceilings generate gen-check verify clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,13 @@ bench: ## store and library micro-benchmarks
 
 bench-workloads: build ## the W1-W5 workloads of DESIGN.md section 5, in-process on the embedded store
 	./bin/drover bench
+
+# The test database unless DROVER_DATABASE_URL names another.
+CEILING_DB ?= $(or $(DROVER_DATABASE_URL),postgres://postgres@127.0.0.1:5432/test?sslmode=disable)
+
+ceilings: build ## what the machine allows for each workload's shape, Drover taken out (ADR 0007): C1-C3, and the embedded engines alone
+	./bin/drover bench --ceilings --database-url '$(CEILING_DB)'
+	cd tools/enginebench && $(GO) run . -reps 1 -workload a,d
 
 generate: ## lint api/proto and regenerate internal/gen (buf and plugins pinned in tools/go.mod) and internal/graphqlapi/*_gen.go (gqlgen, pinned in go.mod)
 	$(BUF) lint
