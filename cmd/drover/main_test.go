@@ -46,6 +46,8 @@ func TestRunExitStatus(t *testing.T) {
 		{"serve on a non-loopback address without --insecure", func(t *testing.T) []string { return serveArgs(t, "--addr", "0.0.0.0:9") }, exitUsage},
 		{"serve with an unknown log format", func(t *testing.T) []string { return serveArgs(t, "--log-format", "xml") }, exitUsage},
 		{"serve with an unknown log level", func(t *testing.T) []string { return serveArgs(t, "--log-level", "loud") }, exitUsage},
+		{"bench --ceilings with workloads", fixed("bench", "--ceilings", "--workloads", "W1"), exitUsage},
+		{"bench --ceilings against a server", fixed("bench", "--ceilings", "--server", "http://127.0.0.1:1"), exitUsage},
 		{"serve with a missing config file", func(t *testing.T) []string {
 			return serveArgs(t, "--config", filepath.Join(t.TempDir(), "absent.yaml"))
 		}, exitUsage},

@@ -362,40 +362,52 @@ func w2(ctx context.Context, r *runner) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	n := r.scaled(20_000)
-	const clients = 50
+	return r.closedLoop(r.scaled(20_000), "inserted", func(i int) error {
+		_, err := client.Insert(ctx, newArgs(i), r.insertOpts())
+		return err
+	})
+}
+
+// w2Clients is how many clients W2 (and its ceiling, C2) call from.
+const w2Clients = 50
+
+// closedLoop makes n calls from w2Clients goroutines, each calling with
+// the next index as soon as its previous call returns, until all n are
+// made or one fails. It returns the calls' rate and latencies; what
+// names them in the progress lines.
+func (r *runner) closedLoop(n int, what string, call func(i int) error) (Result, error) {
 	lat := make([]time.Duration, n)
-	var next, inserted atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	stop := r.ticker("inserted", func() int { return int(inserted.Load()) }, n)
+	var next, done atomic.Int64
+	var firstErr atomic.Pointer[error]
+	stop := r.ticker(what, func() int { return int(done.Load()) }, n)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range w2Clients {
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= n {
+				if i >= n || firstErr.Load() != nil {
 					return
 				}
 				t0 := time.Now()
-				if _, err := client.Insert(ctx, newArgs(i), r.insertOpts()); err != nil {
-					errOnce.Do(func() { firstErr = err })
+				if err := call(i); err != nil {
+					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
 				lat[i] = time.Since(t0)
-				inserted.Add(1)
+				done.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	stop()
+	if p := firstErr.Load(); p != nil {
+		return Result{}, *p
+	}
 	res := Result{Jobs: n, Seconds: elapsed.Seconds()}
 	setLatency(&res, lat)
-	return res, firstErr
+	return res, nil
 }
 
 // drain works every waiting job with workers no-op workers and returns

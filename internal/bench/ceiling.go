@@ -94,46 +94,15 @@ func ceilingHTTP(ctx context.Context, r *runner) (Result, error) {
 	})}
 	go srv.Serve(ln)                         //nolint:errcheck // ends with Shutdown
 	defer srv.Shutdown(context.Background()) //nolint:errcheck // nothing left to serve
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 512, 512
-	client := &http.Client{Transport: tr, Timeout: time.Minute}
-	defer tr.CloseIdleConnections()
+	client := benchHTTPClient()
+	defer client.CloseIdleConnections()
 	url := "http://" + ln.Addr().String() + "/v1/jobs"
 
-	n := r.scaled(20_000)
-	const clients = 50
-	lat := make([]time.Duration, n)
-	var next, created atomic.Int64
-	var firstErr atomic.Pointer[error]
-	stop := r.ticker("answered", func() int { return int(created.Load()) }, n)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || firstErr.Load() != nil {
-					return
-				}
-				t0 := time.Now()
-				if err := postJob(ctx, client, url, i); err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-				lat[i] = time.Since(t0)
-				created.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	stop()
-	if p := firstErr.Load(); p != nil {
-		return Result{}, *p
-	}
-	res := Result{Jobs: n, Seconds: elapsed.Seconds(), Note: "no store, no Drover code"}
-	setLatency(&res, lat)
-	return res, nil
+	res, err := r.closedLoop(r.scaled(20_000), "answered", func(i int) error {
+		return postJob(ctx, client, url, i)
+	})
+	res.Note = "no store, no Drover code"
+	return res, err
 }
 
 // postJob sends job i the way the REST client does and reads the answer.

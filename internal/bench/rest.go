@@ -19,11 +19,16 @@ import (
 // TCP handshakes. It sends no idempotency keys and repeats nothing, so
 // the figures measure the plain insert path and a failure is not hidden.
 func newRESTClient(server, token string) (*restclient.Client, error) {
+	return restclient.NewWithOpts(server, token, benchHTTPClient(),
+		restclient.Opts{NoIdempotencyKeys: true, Retries: -1})
+}
+
+// benchHTTPClient is the HTTP client of the REST workloads and of C2.
+func benchHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 512
 	tr.MaxIdleConnsPerHost = 512
-	return restclient.NewWithOpts(server, token, &http.Client{Transport: tr, Timeout: time.Minute},
-		restclient.Opts{NoIdempotencyKeys: true, Retries: -1})
+	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
 
 func (r *runner) request(i int) httpapi.EnqueueRequest {
@@ -61,42 +66,12 @@ func (r *runner) restFill(ctx context.Context, n int, inserted *atomic.Int64) er
 }
 
 func restW2(ctx context.Context, r *runner) (Result, error) {
-	n := r.scaled(20_000)
-	const clients = 50
-	lat := make([]time.Duration, n)
-	var next, inserted atomic.Int64
-	var firstErr atomic.Pointer[error]
-	stop := r.ticker("inserted", func() int { return int(inserted.Load()) }, n)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || firstErr.Load() != nil {
-					return
-				}
-				t0 := time.Now()
-				if _, _, err := r.api.EnqueueID(ctx, r.request(i)); err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-				lat[i] = time.Since(t0)
-				inserted.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	stop()
-	if p := firstErr.Load(); p != nil {
-		return Result{}, *p
-	}
-	res := Result{Jobs: n, Seconds: elapsed.Seconds(), Note: "over REST, one connection per client"}
-	setLatency(&res, lat)
-	return res, nil
+	res, err := r.closedLoop(r.scaled(20_000), "inserted", func(i int) error {
+		_, _, err := r.api.EnqueueID(ctx, r.request(i))
+		return err
+	})
+	res.Note = "over REST, one connection per client"
+	return res, err
 }
 
 // restWorker is an HTTP worker loop: lease up to max jobs (long-polling
